@@ -1,0 +1,6 @@
+"""Test-wide fixtures: real servers on 127.0.0.1, started once per session."""
+
+pytest_plugins = [
+    "tests.fixtures.nats_server",
+    "tests.fixtures.stores",
+]
