@@ -1,0 +1,314 @@
+"""The ``Agent`` base: one NATS micro service per agent, endpoints and durable work.
+
+A subclass declares endpoints with ``@endpoint`` and at most one ``@work``
+handler. ``run()`` connects, makes sure the streams exist, registers the service
+(``$SRV.PING|INFO|STATS``), serves, and on :meth:`stop` shuts down gracefully:
+stop announcing and pulling, let in-flight work finish within the grace period,
+nak what is left, drain the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any, ClassVar
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.nuid import NUID
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from bus import codec, topology, tracing
+from bus.client import Bus, service_error
+from bus.config import Settings, load
+from bus.connection import Link, connect
+from bus.errors import SophiaError, UnavailableError
+from bus.handlers import EndpointSpec, WorkSpec, collect, endpoint
+from bus.micro import EndpointStats, ServiceIdentity
+from bus.schemas.common import Empty, Health
+from bus.work import WorkConsumer
+
+log = logging.getLogger("sophia.bus")
+
+PENDING_MSGS_LIMIT = 65_536
+ENDPOINT_CONCURRENCY = 256
+
+
+def sophia_version() -> str:
+    try:
+        return package_version("sophia")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class Agent:
+    """Base class of every Sophia agent; see the module docstring for the lifecycle."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    _endpoints: ClassVar[dict[str, EndpointSpec]]
+    _work: ClassVar[WorkSpec | None]
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if not getattr(cls, "name", None):
+            raise TypeError(f"{cls.__name__}: declare it as `class X(Agent, name=...)`")
+        cls.description = cls.description or (cls.__doc__ or "").strip().split("\n")[0]
+        cls._endpoints, cls._work = collect(cls)
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load(Settings)
+        self.id = NUID().next().decode()
+        self.link = Link()
+        self._bus: Bus | None = None
+        self._stop = anyio.Event()
+        self._started_at = time.monotonic()
+        self._subs: list[Subscription] = []
+        self._srv_subs: list[Subscription] = []
+        self._identity = ServiceIdentity(
+            name=self.name,
+            id=self.id,
+            version=sophia_version(),
+            description=self.description,
+            metadata={
+                "prefix": self.settings.prefix,
+                "host": socket.gethostname(),
+                "pid": str(os.getpid()),
+            },
+        )
+        self._consumer: WorkConsumer | None = None
+        self._handler_tg: TaskGroup | None = None
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._limiter = anyio.Semaphore(ENDPOINT_CONCURRENCY)
+
+    # ---- hooks for subclasses -------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Open what the agent needs (stores, clients) before it takes requests."""
+
+    async def teardown(self) -> None:
+        """Close what :meth:`setup` opened; runs after in-flight work has finished."""
+
+    async def health_details(self) -> dict[str, str]:
+        """Extra ``details`` for the health reply (e.g. a backend's state)."""
+        return {}
+
+    # ---- public API ------------------------------------------------------------------------
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise UnavailableError(f"{self.name} agent is not running")
+        return self._bus
+
+    @property
+    def nc(self) -> Client:
+        return self.bus.nc
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to shut down gracefully; safe to call from a signal handler task."""
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`stop`, then shut down gracefully; reports ``started()`` once ready.
+
+        Raises UnavailableError when NATS cannot be reached at start.
+        """
+        tracing.configure(self.name)
+        nc = await connect(self.settings, f"sophia-{self.name}", self.link)
+        self._bus = Bus(nc, self.settings, self.link)
+        try:
+            await topology.ensure_streams(self.bus.js, self.settings)
+            await self.setup()
+            async with anyio.create_task_group() as tg:
+                self._handler_tg = tg
+                await self._serve(tg)
+                task_status.started(self)
+                log.info("agent_started", extra={"agent": self.name, "id": self.id})
+                await self._stop.wait()
+                await self._drain_work()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close(nc)
+
+    # ---- serving ---------------------------------------------------------------------------
+
+    async def _serve(self, tg: TaskGroup) -> None:
+        subjects = self.bus.subjects
+        for spec in self._endpoints.values():
+            stats = EndpointStats(
+                name=spec.name,
+                subject=subjects.endpoint(self.name, spec.subject_tail),
+                queue_group=self.name,
+                metadata=spec.metadata(),
+            )
+            self._identity.endpoints.append(stats)
+            handler = getattr(self, spec.method)
+            sub = await self.nc.subscribe(
+                stats.subject,
+                queue=self.name,
+                cb=self._dispatcher(spec, stats, handler),
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+            )
+            self._subs.append(sub)
+        if self._work is not None:
+            await topology.ensure_consumer(self.bus.js, self.settings, self.name)
+            self._consumer = WorkConsumer(
+                self.bus,
+                self.name,
+                self._work.item_type,
+                getattr(self, self._work.method),
+                max_in_flight=self.settings.work_max_inflight,
+                batch=self.settings.work_batch,
+                max_deliver=self.settings.work_max_deliver,
+            )
+            self.link.on_back(self._consumer.reset_pulls)
+            tg.start_soon(self._consumer.run, tg)
+        for verb, subject in self._identity.control_subjects():
+            self._srv_subs.append(await self.nc.subscribe(subject, cb=self._control(verb)))
+        await self.nc.flush()
+
+    def _control(self, verb: str) -> Any:
+        async def reply(msg: Msg) -> None:
+            if msg.reply:
+                await msg.respond(codec.encode(self._identity.reply(verb)))
+
+        return reply
+
+    def _dispatcher(self, spec: EndpointSpec, stats: EndpointStats, handler: Any) -> Any:
+        async def dispatch(msg: Msg) -> None:
+            await self._limiter.acquire()
+            self._in_flight += 1
+            if self._idle.is_set():
+                self._idle = anyio.Event()
+            assert self._handler_tg is not None  # set before any subscription exists
+            self._handler_tg.start_soon(self._handle, spec, stats, handler, msg)
+
+        return dispatch
+
+    async def _handle(
+        self, spec: EndpointSpec, stats: EndpointStats, handler: Any, msg: Msg
+    ) -> None:
+        started = time.perf_counter_ns()
+        try:
+            error = await self._respond(spec, handler, msg)
+        finally:
+            self._limiter.release()
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+        stats.record(started, error)
+
+    async def _respond(self, spec: EndpointSpec, handler: Any, msg: Msg) -> str | None:
+        """Run one request through ``handler`` and reply; returns the error text, if any."""
+        msgpack = codec.is_msgpack(msg.headers)
+        with tracing.message_span(
+            msg.subject,
+            msg.headers,
+            kind=SpanKind.SERVER,
+            operation="process",
+            attributes={
+                "messaging.consumer.group.name": self.name,
+                "messaging.message.body.size": len(msg.data),
+                "rpc.method": spec.name,
+            },
+        ) as span:
+            try:
+                request = codec.decode(msg.data, spec.request_type, msgpack)
+                reply = await handler(request)
+                payload = codec.encode(reply, msgpack)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                code, text = 400, str(exc)
+            except SophiaError as exc:
+                code, text = exc.code, exc.description
+            except Exception:
+                log.exception("endpoint_failed", extra={"endpoint": msg.subject})
+                code, text = 500, "internal error"
+            else:
+                if msg.reply:
+                    headers = {codec.CONTENT_TYPE: codec.MSGPACK} if msgpack else None
+                    await self.nc.publish(msg.reply, payload, headers=headers)
+                return None
+            span.set_status(Status(StatusCode.ERROR, text))
+            span.set_attribute("error.type", str(code))
+            if msg.reply:
+                body, headers = service_error(code, text)
+                await self.nc.publish(msg.reply, body, headers=headers)
+            return text
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def _drain_work(self) -> None:
+        """Stop taking work, then wait (at most the grace period) for in-flight handlers."""
+        for sub in self._srv_subs:
+            await sub.unsubscribe()
+        self._srv_subs.clear()
+        if self._consumer is not None:
+            self._consumer.stop()
+        for sub in self._subs:
+            await sub.drain()
+        self._subs.clear()
+        with anyio.move_on_after(self.settings.drain_grace_s):
+            await self._idle.wait()
+            if self._consumer is not None:
+                await self._consumer.wait_idle()
+        if self._in_flight or (self._consumer and self._consumer.in_flight):
+            log.warning("agent_grace_expired", extra={"agent": self.name})
+
+    async def _close(self, nc: Client) -> None:
+        with anyio.move_on_after(self.settings.drain_grace_s):
+            await self.teardown()
+        if self._consumer is not None:
+            with anyio.move_on_after(2):
+                await self._consumer.close()
+        with anyio.move_on_after(self.settings.drain_grace_s + 2):
+            if nc.is_connected:
+                await nc.drain()
+        if not nc.is_closed:
+            await nc.close()
+        tracing.shutdown()
+        log.info("agent_stopped", extra={"agent": self.name, "id": self.id})
+
+    # ---- built-in endpoints ----------------------------------------------------------------
+
+    @endpoint
+    async def health(self, req: Empty) -> Health:
+        """Report this instance's live state: NATS round trip, work in flight, lag, uptime."""
+        rtt = await self.bus.rtt_ms()
+        lag = ack_pending = None
+        if self._consumer is not None:
+            info = await self.bus.js.consumer_info(
+                self.bus.subjects.work_stream, self.bus.subjects.consumer(self.name)
+            )
+            lag, ack_pending = info.num_pending, info.num_ack_pending
+        requests = sum(e.num_requests for e in self._identity.endpoints)
+        errors = sum(e.num_errors for e in self._identity.endpoints)
+        return Health(
+            service=self.name,
+            id=self.id,
+            version=self._identity.version,
+            status="ok" if self.link.connected else "degraded",
+            uptime_s=round(time.monotonic() - self._started_at, 3),
+            nats_rtt_ms=round(rtt, 3),
+            nats_connected=self.link.connected,
+            work_in_flight=self._consumer.in_flight if self._consumer else 0,
+            work_max_in_flight=self.settings.work_max_inflight if self._consumer else 0,
+            consumer_lag=lag,
+            consumer_ack_pending=ack_pending,
+            requests=requests,
+            errors=errors,
+            details=await self.health_details(),
+        )

@@ -1,0 +1,169 @@
+"""Calling the bus: typed requests, durable work, events, each with trace context.
+
+Guarantees: a request returns the reply decoded into its type or raises a
+``SophiaError`` carrying the service's code; it never waits past its timeout and
+fails with 503 at once when the NATS connection drops while it waits.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TypeVar
+
+import anyio
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from bus import codec, tracing
+from bus.config import Settings
+from bus.connection import Link
+from bus.errors import (
+    BadRequestError,
+    TimeoutError_,
+    UnavailableError,
+    error_from_code,
+)
+from bus.schemas.common import ErrorBody
+from bus.subjects import Subjects
+
+T = TypeVar("T")
+
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+def raise_for_service_error(msg: Msg) -> None:
+    """Raise the typed SophiaError a reply carries in its service-error headers, if any."""
+    headers = msg.headers
+    if headers and ERROR_CODE_HEADER in headers:
+        try:
+            code = int(headers[ERROR_CODE_HEADER])
+        except ValueError:
+            code = 500
+        raise error_from_code(code, headers.get(ERROR_HEADER, "error"))
+
+
+class Bus:
+    """A NATS connection seen as Sophia's bus: requests, work, events."""
+
+    def __init__(self, nc: Client, settings: Settings, link: Link | None = None) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.subjects = Subjects(settings.prefix)
+        self.link = link
+        self._js: JetStreamContext | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            self._js = self.nc.jetstream(timeout=self.settings.request_timeout_s)
+        return self._js
+
+    async def request_raw(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Msg:
+        """Send one request and return the reply message, service errors included.
+
+        Raises UnavailableError (no responder, connection lost), TimeoutError_.
+        """
+        timeout = self.settings.request_timeout_s if timeout is None else timeout
+        if self.link is not None and not self.link.connected:
+            raise UnavailableError("bus connection is down")
+        with tracing.client_span(subject):
+            headers = tracing.inject(dict(headers) if headers else None)
+            scope = anyio.CancelScope()
+            unregister = self.link.on_lost(scope.cancel) if self.link is not None else None
+            try:
+                with scope:
+                    return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
+            except nats.errors.NoRespondersError:
+                raise UnavailableError(f"no service answers on {subject}") from None
+            except nats.errors.TimeoutError:
+                raise TimeoutError_(f"no reply on {subject} within {timeout:g}s") from None
+            except nats.errors.ConnectionClosedError:
+                raise UnavailableError("bus connection is closed") from None
+            finally:
+                if unregister is not None:
+                    unregister()
+            raise UnavailableError("bus connection lost while waiting for a reply")
+
+    async def request(
+        self,
+        service: str,
+        endpoint: str,
+        body: msgspec.Struct | None,
+        reply_type: type[T],
+        *,
+        timeout: float | None = None,
+        msgpack: bool = False,
+    ) -> T:
+        """Call ``<prefix>.<service>.<endpoint>`` and decode the reply into ``reply_type``.
+
+        Raises the service's SophiaError (400, 404, 500…), UnavailableError, TimeoutError_.
+        """
+        subject = self.subjects.endpoint(service, endpoint)
+        payload = codec.encode(body, msgpack) if body is not None else b""
+        headers = {codec.CONTENT_TYPE: codec.MSGPACK} if msgpack else None
+        reply = await self.request_raw(subject, payload, headers, timeout)
+        raise_for_service_error(reply)
+        try:
+            return codec.decode(reply.data, reply_type, codec.is_msgpack(reply.headers))
+        except msgspec.DecodeError as exc:
+            raise BadRequestError(f"reply from {subject} does not fit: {exc}") from None
+
+    async def submit_work(
+        self, service: str, item: msgspec.Struct, *, msg_id: str, msgpack: bool = False
+    ) -> PubAck:
+        """Put one durable work item on ``<prefix>.work.<service>``.
+
+        ``msg_id`` (``Nats-Msg-Id``) makes a repeated publish within the stream's
+        duplicate window a no-op. Raises UnavailableError when JetStream does not ack.
+        """
+        subject = self.subjects.work(service)
+        headers = {MSG_ID_HEADER: msg_id}
+        if msgpack:
+            headers[codec.CONTENT_TYPE] = codec.MSGPACK
+        return await self._publish_durable(subject, codec.encode(item, msgpack), headers)
+
+    async def emit(self, event: msgspec.Struct, *tokens: str, msg_id: str | None = None) -> PubAck:
+        """Publish an event on ``<prefix>.events.<tokens…>`` (kept in the events stream)."""
+        headers = {MSG_ID_HEADER: msg_id} if msg_id else {}
+        return await self._publish_durable(
+            self.subjects.event(*tokens), codec.encode(event), headers
+        )
+
+    async def _publish_durable(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> PubAck:
+        with tracing.client_span(subject, "publish"):
+            tracing.inject(headers)
+            try:
+                return await self.js.publish(subject, payload, headers=headers)
+            except nats.errors.NoRespondersError:
+                raise UnavailableError(f"no stream takes {subject}") from None
+            except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+                raise UnavailableError(f"publish to {subject} not acknowledged") from exc
+
+    async def rtt_ms(self) -> float:
+        """Measure one round trip to the NATS server. Raises UnavailableError."""
+        start = time.perf_counter()
+        try:
+            await self.nc.flush(timeout=2)
+        except Exception as exc:  # flush raises several nats-py types
+            raise UnavailableError("NATS does not answer") from exc
+        return (time.perf_counter() - start) * 1000
+
+
+def service_error(code: int, description: str) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a service-error reply (DESIGN §3)."""
+    body = codec.encode(ErrorBody(error=description, code=code))
+    return body, {ERROR_HEADER: description, ERROR_CODE_HEADER: str(code)}

@@ -1,0 +1,66 @@
+"""Running one agent as a process: uvloop when installed, SIGTERM/SIGINT drain, exit codes.
+
+Guarantee: the first SIGTERM or SIGINT asks the agent to stop gracefully (finish
+in-flight work within the grace period, then drain); a second one cancels at once.
+Exit status: 0 after a clean stop, 2 for a configuration error, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from bus import logs
+from bus.agent import Agent
+from bus.config import Settings, load
+from bus.errors import ConfigError, SophiaError
+
+
+def backend_options() -> dict[str, Any]:
+    """anyio backend options: uvloop when it is installed."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+async def _watch_signals(agent: Agent, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            if agent._stop.is_set():
+                scope.cancel()
+                return
+            agent.stop()
+
+
+async def serve(agent: Agent) -> None:
+    """Run ``agent`` until it is told to stop by a signal."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, agent, tg.cancel_scope)
+        await agent.run()
+        tg.cancel_scope.cancel()
+
+
+def run_agent(cls: type[Agent]) -> None:
+    """Entry point of ``python -m agents.<name>``: never returns."""
+    try:
+        settings = load(Settings)
+    except ConfigError as exc:
+        print(f"sophia {cls.name}: {exc.description}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(settings.log_level)
+    try:
+        anyio.run(serve, cls(settings), backend="asyncio", backend_options=backend_options())
+    except ConfigError as exc:
+        print(f"sophia {cls.name}: {exc.description}", file=sys.stderr)
+        sys.exit(2)
+    except SophiaError as exc:
+        print(f"sophia {cls.name}: {exc.description}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Wire schemas: every message on the bus is one of these ``msgspec.Struct`` types."""

@@ -1,0 +1,108 @@
+"""W3C trace context in NATS headers, one span per handled message, OTLP when configured.
+
+Export is on only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise the
+OpenTelemetry API's default provider records nothing, yet ``traceparent`` still
+travels, so a trace started at the edge continues through every hop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("sophia.bus")
+_configured = False
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def configure(service_name: str) -> bool:
+    """Install an OTLP exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; return whether it did.
+
+    Idempotent; never raises on a missing exporter package (returns False).
+    """
+    global _configured
+    if _configured or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": f"sophia-{service_name}"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _configured = True
+    return True
+
+
+def shutdown() -> None:
+    """Flush spans still buffered for export (bounded by the SDK's own timeouts)."""
+    provider = trace.get_tracer_provider()
+    flush = getattr(provider, "shutdown", None)
+    if callable(flush):
+        flush()
+
+
+def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Return ``headers`` with the current trace context added (a new dict when None)."""
+    carrier = {} if headers is None else headers
+    _propagator.inject(carrier)
+    return carrier
+
+
+def extract(headers: dict[str, str] | None) -> otel_context.Context | None:
+    if not headers or "traceparent" not in headers:
+        return None
+    return _propagator.extract(headers)
+
+
+@contextmanager
+def message_span(
+    subject: str,
+    headers: dict[str, str] | None,
+    *,
+    kind: SpanKind,
+    operation: str,
+    attributes: dict[str, Any],
+) -> Iterator[Span]:
+    """Run the block in a span whose parent is the sender's (from ``headers``)."""
+    parent = extract(headers)
+    attrs = {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation.type": operation,
+        **attributes,
+    }
+    with _tracer.start_as_current_span(
+        f"{operation} {subject}",
+        context=parent,
+        kind=kind,
+        attributes=attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+@contextmanager
+def client_span(subject: str, operation: str = "send") -> Iterator[Span]:
+    """A producer/client span for an outgoing message; inject inside it."""
+    with _tracer.start_as_current_span(
+        f"{operation} {subject}",
+        kind=SpanKind.CLIENT if operation == "send" else SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.operation.type": operation,
+        },
+    ) as span:
+        yield span

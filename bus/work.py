@@ -1,0 +1,243 @@
+"""Durable work: a continuous pull consumer with bounded in-flight work and dead letters.
+
+Guarantees, per delivered item: it is acked only after its handler returned; a
+retryable failure is nak'ed with capped exponential backoff; bad input (it does
+not decode, or the handler raised a 4xx SophiaError) and the last allowed
+delivery are copied to the DLQ stream, then terminated. Never more than
+``max_in_flight`` items are being handled by one process: pull requests ask only
+for the free slots (backpressure lives on the server, not in a local buffer).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from bus import codec, tracing
+from bus.client import MSG_ID_HEADER, Bus
+from bus.errors import SophiaError
+from bus.schemas.common import DeadLetter
+
+log = logging.getLogger("sophia.bus")
+
+PULL_EXPIRES_S = 5.0
+NAK_BASE_S = 0.5
+NAK_MAX_S = 30.0
+STATUS = "Status"
+PENDING_MESSAGES = "Nats-Pending-Messages"
+
+
+def backoff(delivery: int) -> float:
+    """Nak delay after the ``delivery``-th failed attempt: 0.5 s doubling, at most 30 s."""
+    return min(NAK_BASE_S * 2 ** max(delivery - 1, 0), NAK_MAX_S)
+
+
+def _describe(exc: BaseException) -> tuple[str, int, bool]:
+    """(text, code, retryable) for a failed work item; 4xx errors are not retried."""
+    if isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
+        return f"bad input: {exc}", 400, False
+    if isinstance(exc, SophiaError):
+        return exc.description, exc.code, exc.code >= 500
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:500], 500, True
+
+
+class WorkConsumer:
+    """Pulls ``<prefix>.work.<service>`` and runs ``handler`` for each item."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        service: str,
+        item_type: Any,
+        handler: Callable[[Any], Awaitable[None]],
+        *,
+        max_in_flight: int,
+        batch: int,
+        max_deliver: int,
+    ) -> None:
+        self.bus = bus
+        self.service = service
+        self.item_type = item_type
+        self.handler = handler
+        self.max_in_flight = max_in_flight
+        self.batch = batch
+        self.max_deliver = max_deliver
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.acked = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self._outstanding = 0  # credits asked for and not yet delivered or expired
+        self._last_pull = 0.0
+        self._stopping = False
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._tg: TaskGroup | None = None
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        subjects = bus.subjects
+        self._next_subject = (
+            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.work_stream}.{subjects.consumer(service)}"
+        )
+        self._work_subject = subjects.work(service)
+        self._dlq_subject = subjects.dlq(service)
+
+    async def run(self, tg: TaskGroup) -> None:
+        """Pull until :meth:`stop`; handler tasks run in ``tg``."""
+        self._tg = tg
+        self._inbox = self.bus.nc.new_inbox()
+        self._sub = await self.bus.nc.subscribe(self._inbox, cb=self._on_message)
+        try:
+            while not self._stopping:
+                await self._top_up()
+                self._wake = anyio.Event()
+                with anyio.move_on_after(PULL_EXPIRES_S / 2):
+                    await self._wake.wait()
+        finally:
+            self._stopping = True
+
+    def reset_pulls(self) -> None:
+        """Forget outstanding pulls (after a reconnect the server may have dropped them)."""
+        self._outstanding = 0
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop asking for work; items already delivered are still handled."""
+        self._stopping = True
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _top_up(self) -> None:
+        now = time.monotonic()
+        if self._outstanding and now > self._last_pull + PULL_EXPIRES_S + 1.0:
+            self._outstanding = 0  # every earlier pull has expired; its 408 was lost
+        free = self.max_in_flight - self.in_flight - self._outstanding
+        if free < min(self.batch, self.max_in_flight) / 2 and self._outstanding:
+            return
+        if free <= 0 or not self.bus.link or not self.bus.link.connected:
+            return
+        ask = min(free, self.batch)
+        request = {"batch": ask, "expires": int(PULL_EXPIRES_S * 1e9)}
+        self._outstanding += ask
+        self._last_pull = now
+        await self.bus.nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
+
+    async def _on_message(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers and STATUS in headers and not msg.data:
+            self._on_status(headers)
+            return
+        self._outstanding = max(self._outstanding - 1, 0)
+        if self._stopping or self._tg is None:
+            await msg.nak()
+            return
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._tg.start_soon(self._handle, msg)
+
+    def _on_status(self, headers: dict[str, str]) -> None:
+        status = headers[STATUS]
+        if status in ("408", "409"):
+            # An expired or refused pull: its undelivered credits come back.
+            pending = headers.get(PENDING_MESSAGES)
+            if pending and pending.isdigit():
+                self._outstanding = max(self._outstanding - int(pending), 0)
+            else:
+                self._outstanding = 0
+            self._wake.set()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            await self._process(msg)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+            self._wake.set()
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        delivery = meta.num_delivered
+        with tracing.message_span(
+            self._work_subject,
+            msg.headers,
+            kind=SpanKind.CONSUMER,
+            operation="process",
+            attributes={
+                "messaging.consumer.group.name": self.service,
+                "messaging.message.id": (msg.headers or {}).get(MSG_ID_HEADER, ""),
+                "messaging.message.body.size": len(msg.data),
+                "messaging.nats.delivery_count": delivery,
+            },
+        ) as span:
+            if delivery > self.max_deliver:
+                await self._dead_letter(msg, "delivery limit reached: the last attempt died", 500)
+                return
+            try:
+                item = codec.decode(msg.data, self.item_type, codec.is_msgpack(msg.headers))
+                await self.handler(item)
+            except anyio.get_cancelled_exc_class():
+                with anyio.move_on_after(2, shield=True):
+                    await msg.nak()
+                raise
+            except Exception as exc:
+                text, code, retryable = _describe(exc)
+                span.set_status(Status(StatusCode.ERROR, text))
+                self.failed += 1
+                if code >= 500:
+                    log.exception("work_failed", extra={"service": self.service})
+                if retryable and delivery < self.max_deliver:
+                    await msg.nak(delay=backoff(delivery))
+                else:
+                    await self._dead_letter(msg, text, code)
+                return
+            await msg.ack()
+            self.acked += 1
+
+    async def _dead_letter(self, msg: Msg, error: str, code: int) -> None:
+        """Copy ``msg`` to the DLQ with its error, then terminate it (in that order)."""
+        meta = msg.metadata
+        try:
+            payload, encoding = msg.data.decode(), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(msg.data).decode(), "base64"
+        letter = DeadLetter(
+            service=self.service,
+            subject=msg.subject,
+            headers=dict(msg.headers or {}),
+            payload=payload,
+            encoding=encoding,
+            deliveries=meta.num_delivered,
+            error=error,
+            code=code,
+            stream_seq=meta.sequence.stream,
+            failed_at=time.time(),
+        )
+        dedupe = f"dlq-{meta.stream}-{meta.sequence.stream}"
+        await self.bus.js.publish(
+            self._dlq_subject, codec.encode(letter), headers={MSG_ID_HEADER: dedupe}
+        )
+        await msg.term()
+        self.dead_lettered += 1
+        log.warning("work_dead_lettered", extra={"service": self.service, "code": code})

@@ -1,0 +1,127 @@
+"""Request/reply endpoints: round trip, errors as service-error replies, codecs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import anyio
+import msgspec
+import nats
+import pytest
+
+from bus import Bus, NotFoundError, Settings
+from bus.errors import BadRequestError, InternalError, UnavailableError
+from tests.bus.agents import EchoAgent, EchoReply, EchoRequest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
+    async with anyio.create_task_group() as tg:
+        agent = await tg.start(EchoAgent(settings).run)
+        yield agent
+        agent.stop()
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Bus]:
+    nc = await nats.connect(settings.nats_url)
+    yield Bus(nc, settings)
+    await nc.drain()
+
+
+async def test_endpoint_round_trip(echo: EchoAgent, bus: Bus) -> None:
+    reply = await bus.request("echo", "say", EchoRequest(text="ab", times=2), EchoReply)
+    assert reply == EchoReply(text="abab")
+
+
+async def test_endpoint_answers_plain_json_like_nats_req(echo: EchoAgent, bus: Bus) -> None:
+    subject = f"{bus.settings.prefix}.echo.say"
+    msg = await bus.nc.request(subject, b'{"text": "hi"}', timeout=5)
+    assert json.loads(msg.data) == {"text": "hi"}
+    assert not msg.headers or "Nats-Service-Error-Code" not in msg.headers
+
+
+async def test_endpoint_empty_payload_counts_as_empty_object(echo: EchoAgent, bus: Bus) -> None:
+    msg = await bus.nc.request(f"{bus.settings.prefix}.echo.health", b"", timeout=5)
+    body = json.loads(msg.data)
+    assert body["service"] == "echo"
+    assert body["nats_connected"] is True
+
+
+async def test_endpoint_msgpack_round_trip(echo: EchoAgent, bus: Bus) -> None:
+    reply = await bus.request("echo", "say", EchoRequest(text="x", times=3), EchoReply, msgpack=True)
+    assert reply.text == "xxx"
+    raw = await bus.nc.request(
+        f"{bus.settings.prefix}.echo.say",
+        msgspec.msgpack.encode({"text": "m"}),
+        headers={"Content-Type": "application/msgpack"},
+        timeout=5,
+    )
+    assert msgspec.msgpack.decode(raw.data) == {"text": "m"}
+    assert raw.headers and raw.headers["Content-Type"] == "application/msgpack"
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"text": 5}', "Expected `str`, got `int` - at `$.text`"),
+        (b'{"times": 1}', "Object missing required field `text`"),
+        (b"{not json", "JSON is malformed"),
+        (b'{"text": "a", "times": "2"}', "at `$.times`"),
+    ],
+    ids=["wrong-type", "missing-field", "malformed", "nested-path"],
+)
+async def test_endpoint_bad_payload_gets_400_with_field_path(
+    echo: EchoAgent, bus: Bus, payload: bytes, expected: str
+) -> None:
+    msg = await bus.nc.request(f"{bus.settings.prefix}.echo.say", payload, timeout=5)
+    assert msg.headers is not None
+    assert msg.headers["Nats-Service-Error-Code"] == "400"
+    assert expected in msg.headers["Nats-Service-Error"]
+    assert json.loads(msg.data) == {"error": msg.headers["Nats-Service-Error"], "code": 400}
+
+
+async def test_endpoint_typed_error_keeps_its_code(echo: EchoAgent, bus: Bus) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        await bus.request("echo", "lookup.one", EchoRequest(text="zz"), EchoReply)
+    assert caught.value.code == 404
+    assert "zz" in caught.value.description
+
+
+async def test_endpoint_handler_error_in_payload_value_gets_400(echo: EchoAgent, bus: Bus) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        await bus.request("echo", "say", EchoRequest(text="a", times=-1), EchoReply)
+    assert caught.value.description == "times: must be 0 or more"
+
+
+async def test_endpoint_unexpected_error_is_500_without_internals_and_agent_keeps_serving(
+    echo: EchoAgent, bus: Bus
+) -> None:
+    with pytest.raises(InternalError) as caught:
+        await bus.request("echo", "crash", EchoRequest(text="a"), EchoReply)
+    assert caught.value.code == 500
+    assert caught.value.description == "internal error"
+    assert "hunter2" not in caught.value.description
+    reply = await bus.request("echo", "say", EchoRequest(text="still"), EchoReply)
+    assert reply.text == "still"
+
+
+async def test_request_without_responder_is_503(bus: Bus) -> None:
+    with pytest.raises(UnavailableError) as caught:
+        await bus.request("nobody", "home", None, EchoReply, timeout=1)
+    assert caught.value.code == 503
+
+
+async def test_endpoint_stats_count_requests_and_errors(echo: EchoAgent, bus: Bus) -> None:
+    await bus.request("echo", "say", EchoRequest(text="a"), EchoReply)
+    with pytest.raises(InternalError):
+        await bus.request("echo", "crash", EchoRequest(text="a"), EchoReply)
+    msg = await bus.nc.request("$SRV.STATS.echo", b"", timeout=5)
+    stats = json.loads(msg.data)
+    by_name = {e["name"]: e for e in stats["endpoints"]}
+    assert by_name["say"]["num_requests"] == 1
+    assert by_name["crash"]["num_errors"] == 1
+    assert by_name["crash"]["last_error"] == "internal error"
