@@ -205,8 +205,10 @@ class WorkConsumer:
                 text, code, retryable = _describe(exc)
                 span.set_status(Status(StatusCode.ERROR, text))
                 self.failed += 1
-                if code >= 500:
+                if not isinstance(exc, SophiaError):
                     log.exception("work_failed", extra={"service": self.service})
+                else:
+                    log.warning("work_failed", extra={"service": self.service, "code": code})
                 if retryable and delivery < self.max_deliver:
                     await msg.nak(delay=backoff(delivery))
                 else:

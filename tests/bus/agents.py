@@ -54,6 +54,9 @@ class Worker(Agent, name="worker"):
         self.attempts: dict[str, int] = {}
         self.max_seen_in_flight = 0
 
+    def dead_lettered_count(self) -> int:
+        return self._consumer.dead_lettered if self._consumer is not None else 0
+
     @work
     async def handle(self, job: Job) -> None:
         self.attempts[job.id] = self.attempts.get(job.id, 0) + 1

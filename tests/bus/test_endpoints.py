@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
-import nats
 import pytest
 
 from bus import Bus, NotFoundError, Settings
@@ -23,13 +22,6 @@ async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
         agent = await tg.start(EchoAgent(settings).run)
         yield agent
         agent.stop()
-
-
-@pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
-    nc = await nats.connect(settings.nats_url)
-    yield Bus(nc, settings)
-    await nc.drain()
 
 
 async def test_endpoint_round_trip(echo: EchoAgent, bus: Bus) -> None:
@@ -52,7 +44,9 @@ async def test_endpoint_empty_payload_counts_as_empty_object(echo: EchoAgent, bu
 
 
 async def test_endpoint_msgpack_round_trip(echo: EchoAgent, bus: Bus) -> None:
-    reply = await bus.request("echo", "say", EchoRequest(text="x", times=3), EchoReply, msgpack=True)
+    reply = await bus.request(
+        "echo", "say", EchoRequest(text="x", times=3), EchoReply, msgpack=True
+    )
     assert reply.text == "xxx"
     raw = await bus.nc.request(
         f"{bus.settings.prefix}.echo.say",
