@@ -45,7 +45,7 @@ class PingResponse(msgspec.Struct, kw_only=True):
     metadata: dict[str, str]
 
 
-class EndpointStatsBody(msgspec.Struct, kw_only=True):
+class EndpointStatsBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     subject: str
     queue_group: str

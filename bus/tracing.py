@@ -45,7 +45,9 @@ def configure(service_name: str) -> bool:
 
 
 def shutdown() -> None:
-    """Flush spans still buffered for export (bounded by the SDK's own timeouts)."""
+    """Flush spans still buffered for export, if :func:`configure` installed the exporter."""
+    if not _configured:
+        return
     provider = trace.get_tracer_provider()
     flush = getattr(provider, "shutdown", None)
     if callable(flush):
