@@ -116,8 +116,9 @@ async def test_work_in_flight_never_exceeds_the_bound(settings: Settings, bus: B
             await bus.submit_work("worker", Job(id=f"b{i}", sleep_s=0.05), msg_id=f"b{i}")
         await wait_for(lambda: len(worker.done) == 30)
         worker.stop()
-    assert worker.max_seen_in_flight == 3
-    assert worker._consumer is not None and worker._consumer.peak_in_flight == 3
+    assert worker._consumer is not None
+    assert 2 <= worker._consumer.peak_in_flight <= 3  # concurrent, yet never past the bound
+    assert worker.max_seen_in_flight <= 3
 
 
 def test_backoff_doubles_and_is_capped() -> None:
