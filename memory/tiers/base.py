@@ -1,0 +1,140 @@
+"""The four tier interfaces and the records that cross them.
+
+Each tier has one small Protocol and two real backends (a server one and an embedded
+one), picked by configuration in :mod:`memory.tiers.select`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Query:
+    """Which items a search may return: namespace, kinds and metadata filters."""
+
+    namespace: str
+    kinds: list[str] = field(default_factory=list)
+    path: str | None = None  # exact, or a prefix when it ends with "/"
+    language: str | None = None
+    tags: list[str] = field(default_factory=list)
+    since: float | None = None
+    until: float | None = None
+
+
+@dataclass(slots=True)
+class Record:
+    """One item as the facts tier (L3) keeps it; the source of truth for every other tier."""
+
+    id: str
+    namespace: str
+    kind: str
+    text: str  # the whole body, or its head when the body is archived in L4
+    metadata: dict[str, Any]
+    created_at: float
+    content_hash: str
+    model: str = ""  # embedding model id; "" when the item is not embedded
+    archived: bool = False
+    head: str = ""  # keyword text of high weight (path, symbol names)
+    body: str = ""  # keyword text (the body, identifiers split)
+
+    @property
+    def path(self) -> str | None:
+        value = self.metadata.get("path")
+        return value if isinstance(value, str) else None
+
+    @property
+    def language(self) -> str | None:
+        value = self.metadata.get("language")
+        return value if isinstance(value, str) else None
+
+    @property
+    def tags(self) -> list[str]:
+        value = self.metadata.get("tags")
+        return [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+
+
+@dataclass(slots=True)
+class VectorPoint:
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+class HotTier(Protocol):
+    """L1: small values with a time to live (Redis or an in-process LRU)."""
+
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def incr(self, key: str) -> int: ...
+    async def counter(self, key: str) -> int: ...
+    async def count(self) -> int: ...
+
+
+class VectorTier(Protocol):
+    """L2: unit vectors with a filterable payload, one collection per vector space."""
+
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def upsert(self, points: list[VectorPoint]) -> None: ...
+    async def delete(self, ids: list[str]) -> None: ...
+    async def search(self, vector: np.ndarray, query: Query, k: int) -> list[tuple[str, float]]: ...
+    async def count(self) -> int: ...
+    async def ids(self) -> set[str]: ...
+    async def models(self) -> set[str]: ...
+    async def drop(self) -> None: ...
+    async def optimize(self) -> None: ...
+
+
+class FactTier(Protocol):
+    """L3: records, keyword index, file hashes, sessions, cache entries, meta."""
+
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def insert_many(self, records: list[Record]) -> list[bool]: ...
+    async def get_many(self, ids: list[str]) -> dict[str, Record]: ...
+    async def delete(self, ids: list[str]) -> int: ...
+    async def keyword_search(
+        self, terms: list[str], query: Query, k: int
+    ) -> list[tuple[str, float]]: ...
+    async def scan(self, after: str, limit: int) -> list[Record]: ...
+    async def relabel(self, model: str) -> None: ...
+    async def counts(self, namespace: str) -> dict[tuple[str, str], int]: ...
+    async def meta_get(self, key: str) -> str | None: ...
+    async def meta_set(self, key: str, value: str) -> None: ...
+    async def file_hashes(self, namespace: str) -> dict[str, str]: ...
+    async def set_file(self, namespace: str, path: str, content_hash: str) -> None: ...
+    async def drop_file(self, namespace: str, path: str) -> list[str]: ...
+    async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int: ...
+    async def session_get(
+        self, namespace: str, session_id: str
+    ) -> tuple[str, int, float] | None: ...
+    async def cache_put(
+        self, entry_id: str, model: str, response: str, expires_at: float
+    ) -> None: ...
+    async def cache_get(self, entry_id: str, now: float) -> str | None: ...
+
+
+class ArchiveTier(Protocol):
+    """L4: immutable bodies by key (S3 or a local directory)."""
+
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put(self, key: str, data: bytes) -> None: ...
+    async def get(self, key: str) -> bytes | None: ...
+    async def delete(self, key: str) -> None: ...
+    async def count(self) -> int: ...

@@ -1,0 +1,276 @@
+"""L3 production: PostgreSQL through asyncpg, with migrations and a tsvector GIN index."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from bus.errors import UnavailableError
+from memory.tiers.base import Query, Record
+
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE items(
+        id TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        metadata JSONB NOT NULL,
+        path TEXT,
+        language TEXT,
+        tags TEXT[] NOT NULL DEFAULT '{}',
+        created_at DOUBLE PRECISION NOT NULL,
+        content_hash TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',
+        archived BOOLEAN NOT NULL DEFAULT FALSE,
+        head TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL DEFAULT '',
+        tsv tsvector GENERATED ALWAYS AS (
+            setweight(to_tsvector('english', head), 'A') ||
+            setweight(to_tsvector('english', body), 'D')
+        ) STORED
+    );
+    CREATE INDEX items_tsv ON items USING GIN (tsv);
+    CREATE INDEX items_ns_kind ON items(namespace, kind);
+    CREATE INDEX items_ns_path ON items(namespace, path);
+    CREATE TABLE files(
+        namespace TEXT NOT NULL, path TEXT NOT NULL, hash TEXT NOT NULL,
+        PRIMARY KEY(namespace, path)
+    );
+    CREATE TABLE sessions(
+        namespace TEXT NOT NULL, session_id TEXT NOT NULL, version INTEGER NOT NULL,
+        saved_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL,
+        PRIMARY KEY(namespace, session_id)
+    );
+    CREATE TABLE cache_entries(
+        id TEXT PRIMARY KEY, model TEXT NOT NULL, response TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+_LOCK_ID = 0x50F1A  # advisory lock: one migrator at a time
+_SELECT = "SELECT id, namespace, kind, text, metadata, created_at, content_hash, model, archived"
+_INSERT = (
+    "INSERT INTO items(id, namespace, kind, text, metadata, path, language, tags, created_at, "
+    "content_hash, model, archived, head, body) VALUES "
+    "($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+def _record(row: asyncpg.Record) -> Record:
+    return Record(
+        id=row["id"],
+        namespace=row["namespace"],
+        kind=row["kind"],
+        text=row["text"],
+        metadata=json.loads(row["metadata"]),
+        created_at=row["created_at"],
+        content_hash=row["content_hash"],
+        model=row["model"],
+        archived=row["archived"],
+    )
+
+
+def where(query: Query, first: int) -> tuple[str, list[Any]]:
+    """SQL conditions on ``items`` for ``query``; placeholders numbered from ``first``."""
+    args: list[Any] = [query.namespace]
+    sql = [f"namespace = ${first}"]
+
+    def add(condition: str, value: Any) -> None:
+        args.append(value)
+        sql.append(condition.format(f"${first + len(args) - 1}"))
+
+    if query.kinds:
+        add("kind = ANY({})", list(query.kinds))
+    if query.path and query.path.endswith("/"):
+        add("starts_with(path, {})", query.path)
+    elif query.path:
+        add("path = {}", query.path)
+    if query.language:
+        add("language = {}", query.language)
+    if query.tags:
+        add("tags && {}::text[]", list(query.tags))
+    if query.since is not None:
+        add("created_at >= {}", query.since)
+    if query.until is not None:
+        add("created_at < {}", query.until)
+    return " AND ".join(sql), args
+
+
+class PostgresFactTier:
+    """Facts in PostgreSQL; schema migrated at open under an advisory lock.
+
+    Raises UnavailableError when the server cannot be reached at open.
+    """
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, timeout_s: float = 10.0) -> None:
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("l3: postgres is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=4,
+                timeout=self._timeout_s,
+                command_timeout=self._timeout_s,
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            raise UnavailableError("l3: postgres does not answer") from None
+        async with self._p.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations(version INTEGER PRIMARY KEY)"
+            )
+            done = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            for number, script in enumerate(_MIGRATIONS[done:], start=done + 1):
+                await conn.execute(script)
+                await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", number)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def insert_many(self, records: list[Record]) -> list[bool]:
+        created: list[bool] = []
+        async with self._p.acquire() as conn, conn.transaction():
+            statement = await conn.prepare(_INSERT)
+            for r in records:
+                row = await statement.fetchrow(
+                    r.id, r.namespace, r.kind, r.text, json.dumps(r.metadata), r.path,
+                    r.language, r.tags, r.created_at, r.content_hash, r.model, r.archived,
+                    r.head, r.body,
+                )  # fmt: skip
+                created.append(row is not None)
+        return created
+
+    async def get_many(self, ids: list[str]) -> dict[str, Record]:
+        if not ids:
+            return {}
+        rows = await self._p.fetch(f"{_SELECT} FROM items WHERE id = ANY($1)", list(ids))
+        return {row["id"]: _record(row) for row in rows}
+
+    async def delete(self, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        rows = await self._p.fetch("DELETE FROM items WHERE id = ANY($1) RETURNING id", list(ids))
+        return len(rows)
+
+    async def keyword_search(
+        self, terms: list[str], query: Query, k: int
+    ) -> list[tuple[str, float]]:
+        if not terms:
+            return []
+        cond, args = where(query, 2)
+        sql = (
+            "SELECT id, ts_rank(tsv, q) AS rank FROM items, to_tsquery('english', $1) q "
+            f"WHERE tsv @@ q AND {cond} ORDER BY rank DESC LIMIT ${len(args) + 2}"
+        )
+        rows = await self._p.fetch(sql, " | ".join(terms), *args, k)
+        return [(row["id"], float(row["rank"])) for row in rows]
+
+    async def scan(self, after: str, limit: int) -> list[Record]:
+        sql = f"{_SELECT} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
+        return [_record(row) for row in await self._p.fetch(sql, after, limit)]
+
+    async def relabel(self, model: str) -> None:
+        """Mark every embedded record as embedded by ``model`` (after a re-embed)."""
+        await self._p.execute(
+            "UPDATE items SET model = $1 WHERE model != '' AND model != $1", model
+        )
+
+    async def counts(self, namespace: str) -> dict[tuple[str, str], int]:
+        sql = "SELECT namespace, kind, count(*) AS n FROM items"
+        args: list[Any] = []
+        if namespace:
+            sql, args = sql + " WHERE namespace = $1", [namespace]
+        rows = await self._p.fetch(sql + " GROUP BY 1, 2", *args)
+        return {(row["namespace"], row["kind"]): row["n"] for row in rows}
+
+    async def meta_get(self, key: str) -> str | None:
+        return await self._p.fetchval("SELECT value FROM meta WHERE key = $1", key)
+
+    async def meta_set(self, key: str, value: str) -> None:
+        await self._p.execute(
+            "INSERT INTO meta(key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
+
+    async def file_hashes(self, namespace: str) -> dict[str, str]:
+        rows = await self._p.fetch("SELECT path, hash FROM files WHERE namespace = $1", namespace)
+        return {row["path"]: row["hash"] for row in rows}
+
+    async def set_file(self, namespace: str, path: str, content_hash: str) -> None:
+        await self._p.execute(
+            "INSERT INTO files(namespace, path, hash) VALUES ($1, $2, $3) "
+            "ON CONFLICT (namespace, path) DO UPDATE SET hash = excluded.hash",
+            namespace,
+            path,
+            content_hash,
+        )
+
+    async def drop_file(self, namespace: str, path: str) -> list[str]:
+        async with self._p.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM items WHERE namespace = $1 AND path = $2 AND kind = 'code' "
+                "RETURNING id",
+                namespace,
+                path,
+            )
+            await conn.execute(
+                "DELETE FROM files WHERE namespace = $1 AND path = $2", namespace, path
+            )
+        return [row["id"] for row in rows]
+
+    async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
+        return await self._p.fetchval(
+            "INSERT INTO sessions(namespace, session_id, version, saved_at, body) "
+            "VALUES ($1, $2, 1, $3, $4) ON CONFLICT (namespace, session_id) DO UPDATE SET "
+            "version = sessions.version + 1, saved_at = excluded.saved_at, body = excluded.body "
+            "RETURNING version",
+            namespace,
+            session_id,
+            at,
+            body,
+        )
+
+    async def session_get(self, namespace: str, session_id: str) -> tuple[str, int, float] | None:
+        row = await self._p.fetchrow(
+            "SELECT body, version, saved_at FROM sessions WHERE namespace = $1 AND session_id = $2",
+            namespace,
+            session_id,
+        )
+        return None if row is None else (row["body"], row["version"], row["saved_at"])
+
+    async def cache_put(self, entry_id: str, model: str, response: str, expires_at: float) -> None:
+        await self._p.execute(
+            "INSERT INTO cache_entries(id, model, response, expires_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (id) DO UPDATE SET response = excluded.response, "
+            "expires_at = excluded.expires_at",
+            entry_id,
+            model,
+            response,
+            expires_at,
+        )
+
+    async def cache_get(self, entry_id: str, now: float) -> str | None:
+        return await self._p.fetchval(
+            "SELECT response FROM cache_entries WHERE id = $1 AND expires_at > $2", entry_id, now
+        )
