@@ -1,0 +1,69 @@
+"""``sophia down``: stop the stack that ``sophia up`` runs from this ``SOPHIA_HOME``.
+
+SIGTERM goes to the supervisor, which stops the agents and the edge (they drain),
+then nats-server; this command waits a bounded time for it and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from typing import Any
+
+from bus.config import Settings, load
+from bus.errors import TimeoutError_
+from ops.commands.up import stop_timeout
+from ops.stack import Layout, pid_alive, read_pid, read_state
+from ops.supervisor import Policy
+
+POLL_S = 0.1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "down",
+        help="stop the stack started by `sophia up`",
+        description="Stop the agents (SIGTERM, so they drain), the edge and the nats-server "
+        "that `sophia up` started. Does nothing when no stack runs.",
+    )
+    parser.set_defaults(func=down)
+
+
+def down(args: argparse.Namespace) -> int:
+    """Stop the stack and report what stopped. Raises TimeoutError_ (exit 3)."""
+    settings = load(Settings)
+    layout = Layout(settings.home_path)
+    pid = read_pid(layout)
+    if pid is None:
+        print(f"no stack is running from {layout.home}")
+        return 0
+    print(f"stopping sophia (supervisor pid {pid})", flush=True)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    timeout = stop_timeout(load(Policy))
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    if pid_alive(pid):
+        raise TimeoutError_(
+            f"the supervisor (pid {pid}) is still running after {timeout:g}s; "
+            f"see {layout.log_file('supervisor')}"
+        )
+    print(_report(layout))
+    return 0
+
+
+def _report(layout: Layout) -> str:
+    state = read_state(layout)
+    if state is None:
+        return "stopped"
+    stopped = [p.name for p in state.programs if p.status == "stopped"]
+    failed = [p.name for p in state.programs if p.status == "failed"]
+    line = f"stopped: {', '.join(stopped) or 'nothing'}"
+    if failed:
+        line += f"; already down after repeated crashes: {', '.join(failed)}"
+    return line
