@@ -1,0 +1,77 @@
+"""Fixtures for the ``sophia`` CLI tests: the CLI in-process on the test's prefix, agents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+import nats
+import pytest
+
+from bus import Bus, Settings
+from bus.topology import ensure_streams
+from ops import cli
+from tests.bus.agents import EchoAgent, Worker
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one CLI invocation did."""
+
+    status: int
+    out: str
+    err: str
+
+
+Sophia = Callable[..., Awaitable[Run]]
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The environment the CLI reads, pointing at the test's NATS, prefix and home."""
+    for name in ("home", "nats_url", "prefix", "request_timeout_s"):
+        monkeypatch.setenv(f"SOPHIA_{name.upper()}", str(getattr(settings, name)))
+    monkeypatch.delenv("SOPHIA_CONFIG", raising=False)
+    return settings
+
+
+@pytest.fixture
+def sophia(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> Sophia:
+    """Run ``sophia ARGS…`` in-process (in a worker thread: it runs its own event loop)."""
+
+    async def run(*argv: str) -> Run:
+        capsys.readouterr()
+        status = await anyio.to_thread.run_sync(cli.main, list(argv))
+        out, err = capsys.readouterr()
+        return Run(status, out, err)
+
+    return run
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Bus]:
+    """A plain client on the test's prefix, with its streams created."""
+    nc = await nats.connect(settings.nats_url)
+    client = Bus(nc, settings)
+    await ensure_streams(client.js, settings)
+    yield client
+    await nc.drain()
+
+
+@pytest.fixture
+async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
+    async with anyio.create_task_group() as tg:
+        agent = await tg.start(EchoAgent(settings).run)
+        yield agent
+        agent.stop()
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """The Worker test agent, dead-lettering on the second failed delivery."""
+    async with anyio.create_task_group() as tg:
+        agent = await tg.start(Worker(msgspec.structs.replace(settings, work_max_deliver=2)).run)
+        yield agent
+        agent.stop()
