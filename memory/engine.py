@@ -93,16 +93,25 @@ class MemoryEngine:
     def _wire(self, tiers: Tiers, cache_vectors) -> None:  # type: ignore[no-untyped-def]
         cfg = self.settings
         self.router = Router(
-            hot=tiers.hot, vectors=self.vectors, facts=tiers.facts, archive=tiers.archive,
-            embedder=self.embedder, archive_bytes=cfg.archive_bytes, l1_ttl_s=cfg.l1_ttl_s,
-        )  # fmt: skip
+            hot=tiers.hot,
+            vectors=self.vectors,
+            facts=tiers.facts,
+            archive=tiers.archive,
+            embedder=self.embedder,
+            archive_bytes=cfg.archive_bytes,
+            l1_ttl_s=cfg.l1_ttl_s,
+        )
         self.indexer = Indexer(
             self.router, tiers.facts, lines=cfg.chunk_lines, overlap=cfg.chunk_overlap
         )
         self.cache = SemanticCache(
-            hot=tiers.hot, vectors=cache_vectors, facts=tiers.facts, embedder=self.embedder,
-            threshold=cfg.cache_threshold, ttl_s=cfg.cache_ttl_s,
-        )  # fmt: skip
+            hot=tiers.hot,
+            vectors=cache_vectors,
+            facts=tiers.facts,
+            embedder=self.embedder,
+            threshold=cfg.cache_threshold,
+            ttl_s=cfg.cache_ttl_s,
+        )
 
     async def close(self) -> None:
         """Flush and close every tier (idempotent)."""
@@ -142,9 +151,14 @@ class MemoryEngine:
             raise BadRequestError("mode: must be one of hybrid, vector, keyword")
         f = req.filters if isinstance(req.filters, s.SearchFilters) else s.SearchFilters()
         query = Query(
-            namespace=v.namespace(req.namespace), kinds=kinds, path=f.path, language=f.language,
-            tags=list(f.tags), since=f.since, until=f.until,
-        )  # fmt: skip
+            namespace=v.namespace(req.namespace),
+            kinds=kinds,
+            path=f.path,
+            language=f.language,
+            tags=list(f.tags),
+            since=f.since,
+            until=f.until,
+        )
         return s.SearchResult(hits=await self.router.search(req, query))
 
     async def get(self, req: s.GetRequest) -> s.Item:
@@ -161,9 +175,7 @@ class MemoryEngine:
 
     async def index(self, req: s.IndexRequest, progress: Progress | None = None) -> s.IndexResult:
         """Index a directory on this machine. Raises BadRequestError when it is not one."""
-        root = Path(v.text(req.path, "path", 4096)).expanduser().resolve()
-        if not root.is_dir():
-            raise BadRequestError("path: not a directory on the memory agent's machine")
+        root = await anyio.to_thread.run_sync(_directory, v.text(req.path, "path", 4096))
         namespace = v.namespace(req.namespace or root.name)
         return await self.indexer.index(root, namespace, progress)
 
@@ -176,8 +188,11 @@ class MemoryEngine:
             by_kind[kind] = by_kind.get(kind, 0) + n
         t = self.tiers
         return s.Stats(
-            model=self.embedder.model_id, device=self.embedder.embedder.device, dim=self.embedder.dim,
-            items=sum(by_kind.values()), by_kind=by_kind,
+            model=self.embedder.model_id,
+            device=self.embedder.embedder.device,
+            dim=self.embedder.dim,
+            items=sum(by_kind.values()),
+            by_kind=by_kind,
             namespaces=sorted({ns for ns, _ in counts}),
             tiers=[
                 s.TierStats(name="l1", backend=t.hot.name, items=await t.hot.count()),
@@ -185,9 +200,11 @@ class MemoryEngine:
                 s.TierStats(name="l3", backend=t.facts.name, items=sum(counts.values())),
                 s.TierStats(name="l4", backend=t.archive.name, items=await t.archive.count()),
             ],
-            cache_hits=self.cache.hits, cache_misses=self.cache.misses,
-            l1_hits=self.router.l1_hits, l1_misses=self.router.l1_misses,
-        )  # fmt: skip
+            cache_hits=self.cache.hits,
+            cache_misses=self.cache.misses,
+            l1_hits=self.router.l1_hits,
+            l1_misses=self.router.l1_misses,
+        )
 
     # -- sessions ------------------------------------------------------------
 
@@ -230,9 +247,13 @@ class MemoryEngine:
                 key, msgspec.json.encode([body, version, saved_at]), self.settings.l1_ttl_s
             )
         return s.Session(
-            session_id=sid, namespace=namespace, summary=data.get("summary", ""),
-            context=data.get("context", {}), version=version, saved_at=saved_at,
-        )  # fmt: skip
+            session_id=sid,
+            namespace=namespace,
+            summary=data.get("summary", ""),
+            context=data.get("context", {}),
+            version=version,
+            saved_at=saved_at,
+        )
 
     # -- model-call cache ----------------------------------------------------
 
@@ -252,3 +273,10 @@ class MemoryEngine:
         prompt = v.text(req.prompt, "prompt", self.settings.max_text_bytes)
         response = v.text(req.response, "response", self.settings.max_text_bytes, allow_empty=True)
         return await self.cache.put(model, prompt, response, req.ttl_s)
+
+
+def _directory(path: str) -> Path:
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise BadRequestError("path: not a directory on the memory agent's machine")
+    return root

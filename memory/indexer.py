@@ -49,15 +49,20 @@ def walk(root: Path) -> Iterator[str]:
         if ignore_file.is_file():
             lines = ignore_file.read_text(errors="replace").splitlines()
             rules.append(_Ignore(rel_dir, pathspec.GitIgnoreSpec.from_lines(lines)))
-        joined = (lambda n: f"{rel_dir}/{n}") if rel_dir else (lambda n: n)
         dirs[:] = sorted(
-            d for d in dirs
-            if d not in ALWAYS_SKIPPED and not any(r.matches(joined(d), True) for r in rules)
-        )  # fmt: skip
+            d
+            for d in dirs
+            if d not in ALWAYS_SKIPPED
+            and not any(r.matches(_join(rel_dir, d), True) for r in rules)
+        )
         for name in sorted(files):
-            rel = joined(name)
+            rel = _join(rel_dir, name)
             if not any(r.matches(rel, False) for r in rules):
                 yield rel
+
+
+def _join(rel_dir: str, name: str) -> str:
+    return f"{rel_dir}/{name}" if rel_dir else name
 
 
 def _read(path: Path) -> tuple[str, str] | None:
@@ -110,9 +115,13 @@ class Indexer:
             await self.router.vectors.optimize()
         seconds = round(time.perf_counter() - started, 3)
         return IndexResult(
-            namespace=namespace, files=len(paths), changed=changed, removed=removed,
-            chunks=chunks, seconds=seconds,
-        )  # fmt: skip
+            namespace=namespace,
+            files=len(paths),
+            changed=changed,
+            removed=removed,
+            chunks=chunks,
+            seconds=seconds,
+        )
 
     async def _replace(self, namespace: str, rel: str, digest: str, text: str) -> int:
         """Swap a file's old chunks for new ones; the file hash is recorded last."""

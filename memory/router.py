@@ -184,9 +184,15 @@ class Router:
             if body is not None:
                 text, tier = body.decode("utf-8", "surrogatepass"), "l4"
         return Item(
-            id=record.id, text=text, namespace=record.namespace, kind=record.kind,
-            metadata=record.metadata, created_at=record.created_at, tier=tier, model=record.model,
-        )  # fmt: skip
+            id=record.id,
+            text=text,
+            namespace=record.namespace,
+            kind=record.kind,
+            metadata=record.metadata,
+            created_at=record.created_at,
+            tier=tier,
+            model=record.model,
+        )
 
     async def delete(self, ident: str) -> bool:
         record = (await self.facts.get_many([ident])).get(ident)
@@ -256,7 +262,7 @@ class Router:
                 kind=records[d].kind,
                 namespace=records[d].namespace,
                 metadata=records[d].metadata,
-            )  # fmt: skip
+            )
             for d, s, tier in ranked
             if d in records
         ]

@@ -116,9 +116,10 @@ class EdgeVectorTier:
     async def ids(self) -> set[str]:
         return {str(r.id) for r in await anyio.to_thread.run_sync(self._scroll_all, False)}
 
-    async def models(self) -> set[str]:
-        records = await anyio.to_thread.run_sync(self._scroll_all, ["model"])
-        return {str((r.payload or {}).get("model", "")) for r in records}
+    async def payloads(self) -> list[dict[str, Any]]:
+        """Every stored payload (for audits: which model, what metadata)."""
+        records = await anyio.to_thread.run_sync(self._scroll_all, True)
+        return [dict(r.payload or {}) for r in records]
 
     def _scroll_all(self, with_payload: Any) -> list[Any]:
         out: list[Any] = []

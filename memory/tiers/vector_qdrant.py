@@ -55,6 +55,7 @@ class QdrantVectorTier:
         self.collection = collection
         self.dim = dim
         self._args: dict[str, Any] = {"timeout": int(max(1, timeout_s))}
+        self._local = not url  # local mode: exact search, payload indexes have no effect
         if url:
             self._args.update(url=url, api_key=api_key or None)
         elif path:
@@ -73,7 +74,7 @@ class QdrantVectorTier:
         self._client = AsyncQdrantClient(**self._args)
         try:
             exists = await self._client.collection_exists(self.collection)
-        except Exception:  # noqa: BLE001 - any transport failure means the same to the caller
+        except Exception:  # any transport failure means the same to the caller
             await self._client.close()
             self._client = None
             raise UnavailableError("l2: qdrant does not answer") from None
@@ -85,6 +86,8 @@ class QdrantVectorTier:
             self.collection,
             vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
         )
+        if self._local:
+            return
         for field in _KEYWORD_FIELDS:
             await self._c.create_payload_index(self.collection, field, qm.PayloadSchemaType.KEYWORD)
         await self._c.create_payload_index(
@@ -117,7 +120,7 @@ class QdrantVectorTier:
             query_filter=build_filter(query),
             limit=k,
             with_payload=False,
-            search_params=qm.SearchParams(hnsw_ef=max(64, 2 * k)),
+            search_params=None if self._local else qm.SearchParams(hnsw_ef=max(64, 2 * k)),
         )
         return [(str(p.id), float(p.score)) for p in reply.points]
 
@@ -127,8 +130,9 @@ class QdrantVectorTier:
     async def ids(self) -> set[str]:
         return {str(r.id) for r in await self._scroll_all(False)}
 
-    async def models(self) -> set[str]:
-        return {str((r.payload or {}).get("model", "")) for r in await self._scroll_all(["model"])}
+    async def payloads(self) -> list[dict[str, Any]]:
+        """Every stored payload (for audits: which model, what metadata)."""
+        return [dict(r.payload or {}) for r in await self._scroll_all(True)]
 
     async def _scroll_all(self, with_payload: Any) -> list[Any]:
         out: list[Any] = []

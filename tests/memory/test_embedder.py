@@ -1,0 +1,96 @@
+"""The ONNX embedder, dynamic batching, and the choice of ONNX Runtime."""
+
+from __future__ import annotations
+
+import anyio
+import numpy as np
+import pytest
+
+from bus.errors import ConfigError
+from memory import runtime
+from memory.batcher import BatchingEmbedder
+from memory.embedder import Embedder
+
+
+def test_embed_returns_unit_vectors_in_input_order(embedder: Embedder) -> None:
+    texts = ["a short one", "a considerably longer sentence about http clients and retries", "x"]
+    together = embedder.embed(texts)
+    alone = np.stack([embedder.embed([t])[0] for t in texts])
+    assert together.shape == (3, embedder.dim)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(together, alone, atol=1e-4)
+
+
+def test_embed_puts_similar_meanings_closer(embedder: Embedder) -> None:
+    a, b, c = embedder.embed(
+        ["How do I retry a failed upload?", "retrying uploads that failed", "pasta recipe"]
+    )
+    assert float(a @ b) > float(a @ c) + 0.3
+
+
+@pytest.mark.anyio
+async def test_concurrent_callers_share_one_model_run(embedder: Embedder) -> None:
+    batching = BatchingEmbedder(embedder, max_batch=32, max_wait_ms=50)
+    texts = [f"concurrent caller number {i} asks about caching" for i in range(32)]
+    results: dict[int, np.ndarray] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await batching.embed_one(texts[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(32):
+            tg.start_soon(call, i)
+    expected = embedder.embed(texts)
+    assert batching.calls == 32
+    assert batching.runs <= 2
+    assert all(np.allclose(results[i], expected[i], atol=1e-4) for i in range(32))
+
+
+@pytest.mark.anyio
+async def test_batch_failure_reaches_every_caller(embedder: Embedder) -> None:
+    batching = BatchingEmbedder(embedder, max_batch=8, max_wait_ms=20)
+    errors: list[BaseException] = []
+
+    async def call(value: object) -> None:
+        try:
+            await batching.embed([value])  # type: ignore[list-item]
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for value in ["fine", 42, "also fine"]:
+            tg.start_soon(call, value)
+    assert len(errors) == 3
+
+
+@pytest.mark.parametrize(
+    ("found", "message"),
+    [
+        ({"onnxruntime", "onnxruntime-gpu"}, "both onnxruntime and onnxruntime-gpu"),
+        (set(), "no ONNX Runtime"),
+    ],
+    ids=["both", "none"],
+)
+def test_check_installation_refuses_both_or_neither(found: set[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        runtime.check_installation(found)
+    assert message in info.value.description
+
+
+def test_choose_falls_back_to_cpu_quietly_without_a_gpu_package() -> None:
+    choice = runtime.choose("auto", {"onnxruntime"})
+    assert (choice.device, choice.providers) == ("cpu", ("CPUExecutionProvider",))
+    assert "onnxruntime-gpu is not installed" in choice.reason
+
+
+def test_choose_refuses_cuda_it_cannot_honour() -> None:
+    with pytest.raises(ConfigError) as info:
+        runtime.choose("cuda", {"onnxruntime"})
+    assert info.value.description.startswith("embed_device:")
+
+
+@pytest.mark.gpu
+def test_embedder_runs_on_cuda_when_asked() -> None:
+    if runtime.cuda_device_count() < 1:
+        pytest.skip("no CUDA device here")
+    assert Embedder(device="cuda").device == "cuda"
