@@ -1,0 +1,1 @@
+"""The edge: MCP (stdio and streamable HTTP) and an HTTP API, each call one bus request."""

@@ -1,0 +1,199 @@
+"""What the bus offers: public endpoints found through the NATS service API (``$SRV.INFO``).
+
+Guarantee: :meth:`Catalog.run` polls every ``edge_discovery_s``, gathering INFO replies for
+``edge_discovery_window_s``; an endpoint appears on the first poll that sees it and disappears
+after :data:`MISSES_TO_DROP` polls in a row without it, so one slow reply does not flap a tool.
+Only services of this install (their ``prefix`` metadata) count. Each change bumps
+:attr:`Catalog.version` and wakes :meth:`Catalog.wait_changed`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import anyio
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bus.micro import InfoResponse
+from bus.subjects import srv
+from edge.schema import InputValidator, object_schema
+
+log = logging.getLogger("sophia.edge")
+
+MISSES_TO_DROP = 2
+MAX_REPLIES = 10_000
+_info_decoder = msgspec.json.Decoder(InfoResponse)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of one service, with its schemas ready for MCP and OpenAPI."""
+
+    service: str
+    name: str
+    subject: str
+    description: str
+    raw_request_schema: dict[str, Any] = field(repr=False, compare=True)
+    raw_response_schema: dict[str, Any] = field(repr=False, compare=True)
+    public: bool
+    access: str = ""  # "read" when the endpoint declares it changes nothing
+
+    @property
+    def tool_name(self) -> str:
+        return f"{self.service}_{self.name}"
+
+    @cached_property
+    def request_schema(self) -> dict[str, Any]:
+        return object_schema(self.raw_request_schema)
+
+    @cached_property
+    def response_schema(self) -> dict[str, Any]:
+        return object_schema(self.raw_response_schema)
+
+    @cached_property
+    def validator(self) -> InputValidator:
+        return InputValidator(self.request_schema)
+
+
+def _schema(metadata: dict[str, str], key: str) -> dict[str, Any]:
+    try:
+        value = json.loads(metadata.get(key) or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def endpoints_of(info: InfoResponse, prefix: str) -> list[Endpoint]:
+    """The endpoints one INFO reply announces, if the service belongs to ``prefix``."""
+    if info.metadata.get("prefix") != prefix:
+        return []
+    found = []
+    for e in info.endpoints:
+        if not e.subject.startswith(f"{prefix}.{info.name}."):
+            continue
+        found.append(
+            Endpoint(
+                service=info.name,
+                name=e.name,
+                subject=e.subject,
+                description=e.metadata.get("description", ""),
+                raw_request_schema=_schema(e.metadata, "request_schema"),
+                raw_response_schema=_schema(e.metadata, "response_schema"),
+                public=e.metadata.get("public") == "true",
+                access=e.metadata.get("access", ""),
+            )
+        )
+    return found
+
+
+class Catalog:
+    """The live set of endpoints, refreshed from ``$SRV.INFO``."""
+
+    def __init__(self, nc: Client, prefix: str, interval_s: float, window_s: float) -> None:
+        self._nc = nc
+        self._prefix = prefix
+        self._interval_s = interval_s
+        self._window_s = window_s
+        self._by_key: dict[tuple[str, str], Endpoint] = {}
+        self._misses: dict[tuple[str, str], int] = {}
+        self._changed = anyio.Event()
+        self._poke = anyio.Event()
+        self.version = 0
+        self.polls = 0
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def get(self, service: str, name: str) -> Endpoint | None:
+        return self._by_key.get((service, name))
+
+    def endpoints(self, *, public_only: bool = True) -> list[Endpoint]:
+        items = sorted(self._by_key.values(), key=lambda e: (e.service, e.name))
+        return [e for e in items if e.public or not public_only]
+
+    @property
+    def services(self) -> set[str]:
+        return {service for service, _ in self._by_key}
+
+    async def wait_changed(self, after_version: int) -> int:
+        """Wait until :attr:`version` differs from ``after_version``; return the new version."""
+        while self.version == after_version:
+            await self._changed.wait()
+        return self.version
+
+    def refresh_soon(self) -> None:
+        """Ask for a poll now instead of at the next interval (e.g. after a 503)."""
+        self._poke.set()
+
+    # ---- polling ---------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Poll until cancelled; reports ``started()`` after the first poll."""
+        await self.poll()
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self._interval_s - self._window_s):
+                await self._poke.wait()
+            self._poke = anyio.Event()
+            try:
+                await self.poll()
+            except Exception:  # a failed poll must not end discovery; the next one retries
+                log.warning("discovery_failed", exc_info=True)
+
+    async def poll(self) -> None:
+        """Gather INFO replies once and apply what they say."""
+        replies = await self._gather()
+        seen: dict[tuple[str, str], Endpoint] = {}
+        for msg in replies:
+            try:
+                info = _info_decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            for endpoint in endpoints_of(info, self._prefix):
+                seen[(endpoint.service, endpoint.name)] = endpoint
+        self.polls += 1
+        self._apply(seen)
+
+    async def _gather(self) -> list[Msg]:
+        if not self._nc.is_connected:
+            return []
+        replies: list[Msg] = []
+
+        async def collect(msg: Msg) -> None:
+            if len(replies) < MAX_REPLIES:
+                replies.append(msg)
+
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, cb=collect)
+        try:
+            await self._nc.publish(srv("INFO"), b"", reply=inbox)
+            await anyio.sleep(self._window_s)
+        finally:
+            await sub.unsubscribe()
+        return replies
+
+    def _apply(self, seen: dict[tuple[str, str], Endpoint]) -> None:
+        changed = False
+        for key, endpoint in seen.items():
+            self._misses.pop(key, None)
+            if self._by_key.get(key) != endpoint:
+                self._by_key[key] = endpoint
+                changed = True
+        for key in [k for k in self._by_key if k not in seen]:
+            self._misses[key] = self._misses.get(key, 0) + 1
+            if self._misses[key] >= MISSES_TO_DROP:
+                del self._by_key[key]
+                del self._misses[key]
+                changed = True
+        if changed:
+            self.version += 1
+            self._changed.set()
+            self._changed = anyio.Event()
+            log.info("catalog_changed", extra={"endpoints": len(self._by_key)})

@@ -1,0 +1,172 @@
+"""The one thing the edge does for every call: check it, make one bus request, account for it.
+
+Guarantee: :meth:`Gateway.call` either returns the agent's reply payload or raises a
+``SophiaError`` whose description is safe to show (the bus's own texts, which name subjects,
+are replaced); every call, refused ones included, yields exactly one audit event. A call
+never waits past ``edge_call_timeout_s``; cancelling it abandons the bus request and publishes
+a :class:`~bus.schemas.edge.CallCancelled` event so the agent may stop too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from bus import codec, tracing
+from bus.client import Bus, raise_for_service_error
+from bus.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    SophiaError,
+    TimeoutError_,
+    UnavailableError,
+)
+from bus.schemas.edge import CALL_ID_HEADER, CallCancelled
+from edge.access import Principal
+from edge.audit import Auditor
+from edge.catalog import Catalog, Endpoint
+
+log = logging.getLogger("sophia.edge")
+_tracer = trace.get_tracer("sophia.edge")
+
+#: service-error code -> HTTP status; a bus timeout is the gateway's, hence 504
+HTTP_STATUS = {400: 400, 401: 401, 403: 403, 404: 404, 408: 504, 413: 413, 429: 429, 503: 503}
+
+
+def http_status(code: int) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+def trace_id_of(span: Span) -> str:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+@contextmanager
+def edge_span(name: str, carrier: dict[str, str] | None) -> Iterator[Span]:
+    """A SERVER span for one incoming call, continuing the caller's ``traceparent`` if any."""
+    with _tracer.start_as_current_span(
+        name,
+        context=tracing.extract(carrier),
+        kind=SpanKind.SERVER,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+class Gateway:
+    """Checks, forwards and audits calls to public endpoints."""
+
+    def __init__(self, bus: Bus, catalog: Catalog, auditor: Auditor, timeout_s: float) -> None:
+        self.bus = bus
+        self.catalog = catalog
+        self.auditor = auditor
+        self.timeout_s = timeout_s
+        self._cancel_subject = bus.subjects.event("edge", "cancel")
+
+    def resolve(self, principal: Principal, service: str, name: str) -> Endpoint:
+        """The public endpoint ``service``/``name`` if ``principal`` may call it.
+
+        Raises NotFoundError (unknown or not public), ForbiddenError (outside the scopes).
+        """
+        endpoint = self.catalog.get(service, name)
+        if endpoint is None or not endpoint.public:
+            raise NotFoundError(f"no public endpoint {service}/{name}")
+        if not principal.may_call(service, name, endpoint.access):
+            raise ForbiddenError(f"token {principal.name!r} may not call {service}/{name}")
+        return endpoint
+
+    async def call(
+        self,
+        principal: Principal,
+        endpoint: Endpoint,
+        args: Any,
+        payload: bytes,
+        *,
+        transport: str,
+        call_id: str,
+    ) -> bytes:
+        """Validate ``args`` (decoded ``payload``), send ``payload``, return the reply payload.
+
+        Raises BadRequestError naming the field, the agent's SophiaError, UnavailableError,
+        TimeoutError_ (code 408, HTTP 504).
+        """
+        started = time.perf_counter()
+        span = trace.get_current_span()
+        status = 499  # "client closed request": what remains when the call is cancelled
+        try:
+            reply = await self._forward(endpoint, args, payload, call_id)
+            status = 200
+            return reply
+        except SophiaError as exc:
+            status = http_status(exc.code)
+            span.set_status(Status(StatusCode.ERROR, exc.description))
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                if status == 499:
+                    await self._publish_cancel(CallCancelled(call_id=call_id, reason="client"))
+                await self.auditor.record(
+                    principal=principal.name,
+                    transport=transport,
+                    service=endpoint.service,
+                    endpoint=endpoint.name,
+                    code=status,
+                    started=started,
+                    call_id=call_id,
+                    trace_id=trace_id_of(span),
+                    request_bytes=len(payload),
+                    cancelled=status == 499,
+                )
+
+    async def _forward(self, endpoint: Endpoint, args: Any, payload: bytes, call_id: str) -> bytes:
+        problem = endpoint.validator.problem(args)
+        if problem is not None:
+            raise BadRequestError(problem)
+        try:
+            msg = await self.bus.request_raw(
+                endpoint.subject, payload, {CALL_ID_HEADER: call_id}, self.timeout_s
+            )
+        except UnavailableError:
+            self.catalog.refresh_soon()
+            raise UnavailableError(f"service {endpoint.service} is unavailable") from None
+        except TimeoutError_:
+            raise TimeoutError_(f"{endpoint.tool_name} did not answer in time") from None
+        raise_for_service_error(msg)
+        return msg.data
+
+    async def _publish_cancel(self, event: CallCancelled) -> None:
+        try:
+            await self.bus.nc.publish(self._cancel_subject, codec.encode(event))
+        except Exception:  # best effort: the caller has gone already
+            log.warning("cancel_publish_failed", extra={"call_id": event.call_id})
+
+    async def announce_cancel(self, event: CallCancelled) -> None:
+        """Tell every replica (and agents) that a client cancelled a call."""
+        await self._publish_cancel(event)
+
+
+def decode_json(payload: bytes) -> Any:
+    """Decode a request body. Raises BadRequestError with msgspec's message."""
+    try:
+        return msgspec.json.decode(payload or b"{}")
+    except msgspec.DecodeError as exc:
+        raise BadRequestError(f"body: {exc}") from None

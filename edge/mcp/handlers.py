@@ -1,0 +1,246 @@
+"""The MCP server the edge serves: tools and resources built from the bus, on the SDK's kernel.
+
+Every public endpoint is a tool ``<service>_<endpoint>`` whose input schema is the endpoint's
+request schema and whose output schema is its reply schema. A tool call is one bus request
+through the :class:`~edge.gateway.Gateway`; an agent's error comes back as a tool result with
+``isError`` and the body ``{"error", "code"}``, so the model can read it. Memory items are
+resources ``sophia://memory/items/{id}`` read through ``memory.get``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import mcp_types as types
+import msgspec
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from bus import codec
+from bus.errors import SophiaError
+from bus.schemas.edge import CallProgress
+from bus.subjects import Subjects
+from edge.catalog import Catalog, Endpoint
+from edge.gateway import Gateway, edge_span, new_call_id
+from edge.mcp.exchange import CallScope
+
+MEMORY_ITEM_PREFIX = "sophia://memory/items/"
+_progress_decoder = msgspec.json.Decoder(CallProgress)
+Context = ServerRequestContext[Any, Any]
+
+
+def error_body(error: SophiaError) -> dict[str, Any]:
+    return {"error": error.description, "code": error.code}
+
+
+def tool_result(reply: bytes) -> dict[str, Any]:
+    """A successful tool result: the reply as text and, being an object, as structured content."""
+    result: dict[str, Any] = {"content": [{"type": "text", "text": reply.decode()}]}
+    value = msgspec.json.decode(reply) if reply else {}
+    if isinstance(value, dict):
+        result["structuredContent"] = value
+    result["isError"] = False
+    return result
+
+
+def tool_error(error: SophiaError) -> dict[str, Any]:
+    body = error_body(error)
+    text = msgspec.json.encode(body).decode()
+    return {"content": [{"type": "text", "text": text}], "structuredContent": body, "isError": True}
+
+
+def scope_of(ctx: Context) -> CallScope:
+    scope = ctx.request
+    if not isinstance(scope, CallScope):
+        raise MCPError(code=INVALID_PARAMS, message="request arrived without a caller")
+    return scope
+
+
+class EdgeTools:
+    """Tool and resource handlers over the catalog; one instance per edge process."""
+
+    def __init__(self, gateway: Gateway, catalog: Catalog) -> None:
+        self.gateway = gateway
+        self.catalog = catalog
+        self._subjects: Subjects = gateway.bus.subjects
+        self._version = -1
+        self._tools: dict[str, tuple[Endpoint, types.Tool]] = {}
+
+    def server(self) -> Server[Any]:
+        """The SDK server whose kernel the edge's transports drive."""
+        server: Server[Any] = Server(
+            "sophia",
+            version="1",
+            instructions="Sophia's agents: memory and coding tools, served over its bus.",
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+            on_list_resources=self.list_resources,
+            on_list_resource_templates=self.list_resource_templates,
+            on_read_resource=self.read_resource,
+        )
+        server.middleware = []  # the edge starts its own span per call
+        return server
+
+    @staticmethod
+    def init_options(server: Server[Any]) -> InitializationOptions:
+        return server.create_initialization_options(NotificationOptions(tools_changed=True))
+
+    # ---- tools -----------------------------------------------------------------------------
+
+    def visible(self, scope: CallScope) -> list[tuple[Endpoint, types.Tool]]:
+        """The tools ``scope``'s principal may call and every allow-list keeps."""
+        self._refresh()
+        return [
+            (endpoint, tool)
+            for name, (endpoint, tool) in self._tools.items()
+            if scope.lists(name)
+            and scope.principal.may_call(endpoint.service, endpoint.name, endpoint.access)
+        ]
+
+    def tool_names(self, scope: CallScope) -> list[str]:
+        return [tool.name for _, tool in self.visible(scope)]
+
+    async def list_tools(
+        self, ctx: Context, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[tool for _, tool in self.visible(scope_of(ctx))])
+
+    async def call_tool(self, ctx: Context, params: types.CallToolRequestParams) -> dict[str, Any]:
+        scope = scope_of(ctx)
+        endpoint = self._endpoint_for(scope, params.name)
+        args = params.arguments or {}
+        call_id = new_call_id()
+        with edge_span(f"tools/call {params.name}", scope.carrier):
+            try:
+                if scope.progress_token is None:
+                    reply = await self._call(scope, endpoint, args, call_id)
+                else:
+                    reply = await self._call_with_progress(scope, endpoint, args, call_id)
+            except SophiaError as exc:
+                return tool_error(exc)
+        return tool_result(reply)
+
+    async def _call(
+        self, scope: CallScope, endpoint: Endpoint, args: dict[str, Any], call_id: str
+    ) -> bytes:
+        return await self.gateway.call(
+            scope.principal,
+            endpoint,
+            args,
+            codec.encode(args),
+            transport=scope.transport,
+            call_id=call_id,
+        )
+
+    async def _call_with_progress(
+        self, scope: CallScope, endpoint: Endpoint, args: dict[str, Any], call_id: str
+    ) -> bytes:
+        """Relay ``<prefix>.events.progress.<call_id>`` as progress notifications while calling."""
+        nc = self.gateway.bus.nc
+        sub = await nc.subscribe(self._subjects.event("progress", call_id), pending_msgs_limit=256)
+
+        async def relay() -> None:
+            async for msg in sub.messages:
+                try:
+                    update = _progress_decoder.decode(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                await scope.progress(update.progress, update.total or None, update.message or None)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay)
+                reply = await self._call(scope, endpoint, args, call_id)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                await sub.unsubscribe()
+        return reply
+
+    def _endpoint_for(self, scope: CallScope, name: str) -> Endpoint:
+        self._refresh()
+        found = self._tools.get(name)
+        if found is None or not scope.lists(name):
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
+        endpoint = found[0]
+        if not scope.principal.may_call(endpoint.service, endpoint.name, endpoint.access):
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"tool {name} is outside the scopes of token {scope.principal.name!r}",
+                data={"status": 403},
+            )
+        return endpoint
+
+    def _refresh(self) -> None:
+        if self._version == self.catalog.version:
+            return
+        tools: dict[str, tuple[Endpoint, types.Tool]] = {}
+        for endpoint in self.catalog.endpoints(public_only=True):
+            if endpoint.tool_name in tools:
+                continue  # two services map to one name: the first (sorted) keeps it
+            tools[endpoint.tool_name] = (endpoint, _tool(endpoint))
+        self._tools, self._version = tools, self.catalog.version
+
+    # ---- resources -------------------------------------------------------------------------
+
+    async def list_resources(
+        self, ctx: Context, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    async def list_resource_templates(
+        self, ctx: Context, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        templates = []
+        if self._memory_get(scope_of(ctx)) is not None:
+            templates.append(
+                types.ResourceTemplate(
+                    name="memory_item",
+                    uri_template=MEMORY_ITEM_PREFIX + "{id}",
+                    description="One item kept by Sophia's memory, as JSON.",
+                    mime_type="application/json",
+                )
+            )
+        return types.ListResourceTemplatesResult(resource_templates=templates)
+
+    async def read_resource(
+        self, ctx: Context, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        scope = scope_of(ctx)
+        uri = str(params.uri)
+        item_id = uri.removeprefix(MEMORY_ITEM_PREFIX)
+        endpoint = self._memory_get(scope)
+        if not uri.startswith(MEMORY_ITEM_PREFIX) or not item_id or endpoint is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}")
+        with edge_span("resources/read memory", scope.carrier):
+            try:
+                reply = await self._call(scope, endpoint, {"id": item_id}, new_call_id())
+            except SophiaError as exc:
+                raise MCPError(
+                    code=INVALID_PARAMS, message=exc.description, data=error_body(exc)
+                ) from None
+        contents = types.TextResourceContents(
+            uri=uri, mime_type="application/json", text=reply.decode()
+        )
+        return types.ReadResourceResult(contents=[contents])
+
+    def _memory_get(self, scope: CallScope) -> Endpoint | None:
+        endpoint = self.catalog.get("memory", "get")
+        if endpoint is None or not endpoint.public or not scope.principal.may_call("memory", "get"):
+            return None
+        return endpoint
+
+
+def _tool(endpoint: Endpoint) -> types.Tool:
+    read_only = endpoint.access == "read"
+    return types.Tool(
+        name=endpoint.tool_name,
+        description=endpoint.description or f"{endpoint.service} {endpoint.name}",
+        input_schema=endpoint.request_schema,
+        output_schema=endpoint.response_schema,
+        annotations=types.ToolAnnotations(read_only_hint=True) if read_only else None,
+    )

@@ -1,0 +1,147 @@
+"""Running the edge: HTTP (``python -m edge``) or stdio (``sophia mcp``).
+
+Guarantee: the first SIGTERM or SIGINT stops taking connections, ends open event streams and
+lets requests in flight finish (bounded by :data:`GRACE_S`), then drains NATS; a second one
+stops at once. Exit status from :func:`main`: 0 clean, 2 configuration, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+
+import anyio
+import uvicorn
+from anyio.abc import TaskStatus
+
+from bus import logs
+from bus.config import Settings, load
+from bus.errors import ConfigError, SophiaError
+from bus.runner import backend_options
+from edge.access import LOCAL
+from edge.app import build_app
+from edge.config import EdgeSettings
+from edge.mcp.exchange import CallScope
+from edge.mcp.http import HttpLimits, McpHttp
+from edge.mcp.stdio import StdioServer, open_stdio
+from edge.runtime import Edge, open_edge
+
+GRACE_S = 10.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the edge owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def mcp_http(edge: Edge) -> McpHttp:
+    limits = HttpLimits(
+        max_body_bytes=edge.edge_settings.edge_max_body_bytes,
+        max_streams=edge.edge_settings.edge_max_streams,
+        keepalive_s=edge.edge_settings.edge_keepalive_s,
+        edge_allow=tuple(edge.edge_settings.tool_patterns),
+    )
+    return McpHttp(
+        edge.core, edge.sessions, edge.gateway, edge.catalog, edge.inflight, limits, edge.closing
+    )
+
+
+async def serve_http(
+    settings: Settings,
+    edge_settings: EdgeSettings,
+    *,
+    port: int | None = None,
+    task_status: TaskStatus[_Server] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve HTTP on ``SOPHIA_EDGE_BIND`` (or ``port``) until cancelled or asked to exit."""
+    host, bind_port = settings.edge_host_port
+    async with open_edge(settings, edge_settings) as edge:
+        config = uvicorn.Config(
+            build_app(edge, mcp_http(edge)),
+            host=host,
+            port=bind_port if port is None else port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(GRACE_S),
+            server_header=False,
+        )
+        server = _Server(config)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_report_started, server, task_status)
+            try:
+                await server.serve()
+            finally:
+                edge.closing.set()
+            tg.cancel_scope.cancel()
+
+
+async def _report_started(server: _Server, task_status: TaskStatus[_Server]) -> None:
+    while not server.started:  # noqa: ASYNC110 — uvicorn offers no event to wait on
+        await anyio.sleep(0.01)
+    task_status.started(server)
+
+
+async def serve_stdio(settings: Settings, edge_settings: EdgeSettings, tools: list[str]) -> None:
+    """Serve MCP on stdin/stdout as the local user until end of input."""
+    async with open_edge(settings, edge_settings) as edge:
+        base = CallScope(
+            principal=LOCAL,
+            transport="mcp-stdio",
+            allow=tuple(tools),
+            edge_allow=tuple(edge_settings.tool_patterns),
+        )
+        server = StdioServer(edge.core, edge.catalog, base)
+        async with open_stdio() as io:
+            await server.serve(io)
+
+
+async def _until_signalled(server: _Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            if server.should_exit:
+                server.force_exit = True
+                return
+            server.should_exit = True
+
+
+async def _serve_then_stop(
+    settings: Settings,
+    edge_settings: EdgeSettings,
+    scope: anyio.CancelScope,
+    *,
+    task_status: TaskStatus[_Server] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve_http(settings, edge_settings, task_status=task_status)
+    scope.cancel()
+
+
+async def _run_http(settings: Settings, edge_settings: EdgeSettings) -> None:
+    async with anyio.create_task_group() as tg:
+        server = await tg.start(_serve_then_stop, settings, edge_settings, tg.cancel_scope)
+        tg.start_soon(_until_signalled, server)
+
+
+def main() -> None:
+    """Entry point of ``python -m edge``: never returns."""
+    try:
+        settings, edge_settings = load(Settings), load(EdgeSettings)
+    except ConfigError as exc:
+        print(f"sophia edge: {exc.description}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(settings.log_level)
+    try:
+        anyio.run(
+            _run_http, settings, edge_settings, backend="asyncio", backend_options=backend_options()
+        )
+    except SophiaError as exc:
+        print(f"sophia edge: {exc.description}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

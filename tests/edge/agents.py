@@ -1,0 +1,124 @@
+"""Small agents the edge tests call through MCP and HTTP: their behaviour is the specification."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import anyio
+import msgspec
+from nats.aio.msg import Msg
+from opentelemetry import trace
+
+from bus import Agent, BadRequestError, NotFoundError, endpoint
+from bus.schemas.edge import CALL_ID_HEADER, CallProgress
+
+_call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
+
+
+class SayRequest(msgspec.Struct, kw_only=True):
+    text: str
+    times: int = 1
+
+
+class SayReply(msgspec.Struct, kw_only=True):
+    text: str
+
+
+class Filters(msgspec.Struct, kw_only=True):
+    tags: list[str] = msgspec.field(default_factory=list)
+
+
+class FindRequest(msgspec.Struct, kw_only=True):
+    """A query with a nested struct, so its schema has ``$defs`` to inline."""
+
+    query: str
+    filters: Filters = msgspec.field(default_factory=Filters)
+
+
+class FindReply(msgspec.Struct, kw_only=True):
+    hits: list[str]
+
+
+class TraceReply(msgspec.Struct, kw_only=True):
+    trace_id: str
+
+
+class SlowRequest(msgspec.Struct, kw_only=True):
+    steps: int = 3
+    wait_s: float = 0.0  # after the steps: how long to keep the caller waiting
+
+
+class SlowReply(msgspec.Struct, kw_only=True):
+    steps: int
+
+
+class Empty(msgspec.Struct, kw_only=True):
+    pass
+
+
+class EchoAgent(Agent, name="echo"):
+    """Echoes text; fails on purpose when asked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    async def _respond(self, spec: Any, handler: Any, msg: Msg) -> str | None:
+        # The runtime does not hand request headers to handlers yet; the progress test needs
+        # the edge's call id, so this test agent reads it here.
+        token = _call_id.set((msg.headers or {}).get(CALL_ID_HEADER, ""))
+        try:
+            return await super()._respond(spec, handler, msg)
+        finally:
+            _call_id.reset(token)
+
+    @endpoint(public=True)
+    async def say(self, req: SayRequest) -> SayReply:
+        """Return the text repeated ``times`` times.
+
+        Raises BadRequestError when ``times`` is negative.
+        """
+        self.calls += 1
+        if req.times < 0:
+            raise BadRequestError("times: must be 0 or more")
+        return SayReply(text=req.text * req.times)
+
+    @endpoint(public=True)
+    async def find(self, req: FindRequest) -> FindReply:
+        """Find nothing: raises NotFoundError naming the query."""
+        raise NotFoundError(f"nothing matches {req.query!r}")
+
+    @endpoint(public=True)
+    async def crash(self, req: SayRequest) -> SayReply:
+        """Fail with an unexpected error whose text holds a secret."""
+        raise RuntimeError("db password is hunter2")
+
+    @endpoint(public=True)
+    async def traced(self, req: Empty) -> TraceReply:
+        """Return the trace id this handler runs in."""
+        ctx = trace.get_current_span().get_span_context()
+        return TraceReply(trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else "")
+
+    @endpoint(public=True)
+    async def slow(self, req: SlowRequest) -> SlowReply:
+        """Report progress for ``steps`` steps, then wait ``wait_s`` before answering."""
+        for step in range(1, req.steps + 1):
+            event = CallProgress(progress=step, total=req.steps, message=f"step {step}")
+            await self.bus.emit(event, "progress", _call_id.get() or "none")
+        await anyio.sleep(req.wait_s)
+        return SlowReply(steps=req.steps)
+
+    @endpoint
+    async def hidden(self, req: Empty) -> SayReply:
+        """Not public: never a tool, never on the HTTP API."""
+        return SayReply(text="hidden")
+
+
+class ExtraAgent(Agent, name="extra"):
+    """Comes and goes during a test."""
+
+    @endpoint(public=True)
+    async def ping(self, req: Empty) -> SayReply:
+        """Answer pong."""
+        return SayReply(text="pong")
