@@ -41,7 +41,7 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
                     kept[name] = walk(defs[name], (*stack, name))
                 return node
             target = walk(defs[name], (*stack, name))
-            extra = {k: walk(v, stack) for k, v in node.items() if k != "$ref"}
+            extra = {k: walk(v, stack) for k, v in node.items() if k not in ("$ref", "$defs")}
             return {**target, **extra}
         return {k: walk(v, stack) for k, v in node.items() if k != "$defs"}
 

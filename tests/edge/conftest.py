@@ -118,3 +118,11 @@ async def token_accepted(client: httpx.AsyncClient, limit_s: float = 10.0) -> No
     with anyio.fail_after(limit_s):
         while (await client.get("/openapi.json")).status_code == 401:  # noqa: ASYNC110
             await anyio.sleep(0.02)
+
+
+async def wait_token(edge: RunningEdge, token: str) -> None:
+    """Wait until ``edge`` accepts ``token``."""
+    async with httpx.AsyncClient(
+        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
+    ) as c:
+        await token_accepted(c)
