@@ -92,7 +92,10 @@ class FrontDoor:
 async def call_endpoint(
     edge: Edge, scope: Scope, receive: Receive, send: Send, who: Principal
 ) -> None:
-    """``POST /v1/{service}/{endpoint}``: the body is the request, the reply is the body."""
+    """``POST /v1/{service}/{endpoint}``: the body is the request, the reply is the body.
+
+    Raises SophiaError for refusals before the bus (the front door audits those).
+    """
     params = scope["path_params"]
     endpoint = edge.gateway.resolve(who, params["service"], params["endpoint"])
     body = await read_body(scope, receive, edge.edge_settings.edge_max_body_bytes)
@@ -100,9 +103,13 @@ async def call_endpoint(
     with edge_span(
         f"POST /v1/{endpoint.service}/{endpoint.name}", headers_dict(scope, _TRACE_HEADERS)
     ):
-        reply = await edge.gateway.call(
-            who, endpoint, args, body or b"{}", transport="http", call_id=new_call_id()
-        )
+        try:
+            reply = await edge.gateway.call(
+                who, endpoint, args, body or b"{}", transport="http", call_id=new_call_id()
+            )
+        except SophiaError as exc:  # audited by the gateway already
+            await respond_error(send, exc)
+            return
     await respond(send, 200, reply)
 
 

@@ -10,8 +10,8 @@ import msgspec
 from nats.aio.msg import Msg
 from opentelemetry import trace
 
-from bus import Agent, BadRequestError, NotFoundError, endpoint
-from bus.schemas.edge import CALL_ID_HEADER, CallProgress
+from bus import Agent, BadRequestError, NotFoundError, SophiaError, endpoint
+from bus.schemas.edge import CALL_ID_HEADER, CallCancelled, CallProgress
 
 _call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
@@ -63,6 +63,20 @@ class EchoAgent(Agent, name="echo"):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls = 0
+        self.running: dict[str, anyio.CancelScope] = {}
+        self.cancelled: list[str] = []
+
+    async def setup(self) -> None:
+        """Stop a slow call when the edge says its client cancelled it."""
+
+        async def on_cancel(msg: Msg) -> None:
+            event = msgspec.json.decode(msg.data, type=CallCancelled)
+            scope = self.running.get(event.call_id)
+            if scope is not None:
+                self.cancelled.append(event.call_id)
+                scope.cancel()
+
+        await self.nc.subscribe(self.bus.subjects.event("edge", "cancel"), cb=on_cancel)
 
     async def _respond(self, spec: Any, handler: Any, msg: Msg) -> str | None:
         # The runtime does not hand request headers to handlers yet; the progress test needs
@@ -106,7 +120,13 @@ class EchoAgent(Agent, name="echo"):
         for step in range(1, req.steps + 1):
             event = CallProgress(progress=step, total=req.steps, message=f"step {step}")
             await self.bus.emit(event, "progress", _call_id.get() or "none")
-        await anyio.sleep(req.wait_s)
+        call_id = _call_id.get()
+        with anyio.CancelScope() as scope:
+            self.running[call_id] = scope
+            await anyio.sleep(req.wait_s)
+        del self.running[call_id]
+        if scope.cancelled_caught:
+            raise SophiaError("cancelled by the client")
         return SlowReply(steps=req.steps)
 
     @endpoint
