@@ -34,6 +34,7 @@ from bus.errors import SophiaError, UnavailableError
 from bus.handlers import EndpointSpec, WorkSpec, collect, endpoint
 from bus.micro import EndpointStats, ServiceIdentity
 from bus.schemas.common import Empty, Health
+from bus.tasks import TaskSet
 from bus.work import WorkConsumer
 
 log = logging.getLogger("sophia.bus")
@@ -87,11 +88,7 @@ class Agent:
             },
         )
         self._consumer: WorkConsumer | None = None
-        self._handler_tg: TaskGroup | None = None
-        self._in_flight = 0
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._limiter = anyio.Semaphore(ENDPOINT_CONCURRENCY)
+        self._requests = TaskSet(ENDPOINT_CONCURRENCY)
 
     # ---- hooks for subclasses -------------------------------------------------------------
 
@@ -133,7 +130,6 @@ class Agent:
             await topology.ensure_streams(self.bus.js, self.settings)
             await self.setup()
             async with anyio.create_task_group() as tg:
-                self._handler_tg = tg
                 await self._serve(tg)
                 task_status.started(self)
                 log.info("agent_started", extra={"agent": self.name, "id": self.id})
@@ -176,7 +172,7 @@ class Agent:
                 max_deliver=self.settings.work_max_deliver,
             )
             self.link.on_back(self._consumer.reset_pulls)
-            tg.start_soon(self._consumer.run, tg)
+            tg.start_soon(self._consumer.run)
         for verb, subject in self._identity.control_subjects():
             self._srv_subs.append(await self.nc.subscribe(subject, cb=self._control(verb)))
         await self.nc.flush()
@@ -190,12 +186,7 @@ class Agent:
 
     def _dispatcher(self, spec: EndpointSpec, stats: EndpointStats, handler: Any) -> Any:
         async def dispatch(msg: Msg) -> None:
-            await self._limiter.acquire()
-            self._in_flight += 1
-            if self._idle.is_set():
-                self._idle = anyio.Event()
-            assert self._handler_tg is not None  # set before any subscription exists
-            self._handler_tg.start_soon(self._handle, spec, stats, handler, msg)
+            await self._requests.spawn(self._handle(spec, stats, handler, msg))
 
         return dispatch
 
@@ -203,13 +194,7 @@ class Agent:
         self, spec: EndpointSpec, stats: EndpointStats, handler: Any, msg: Msg
     ) -> None:
         started = time.perf_counter_ns()
-        try:
-            error = await self._respond(spec, handler, msg)
-        finally:
-            self._limiter.release()
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+        error = await self._respond(spec, handler, msg)
         stats.record(started, error)
 
     async def _respond(self, spec: EndpointSpec, handler: Any, msg: Msg) -> str | None:
@@ -262,11 +247,14 @@ class Agent:
             await sub.drain()
         self._subs.clear()
         with anyio.move_on_after(self.settings.drain_grace_s):
-            await self._idle.wait()
+            await self._requests.wait_idle()
             if self._consumer is not None:
                 await self._consumer.wait_idle()
-        if self._in_flight or (self._consumer and self._consumer.in_flight):
+        if len(self._requests) or (self._consumer and self._consumer.in_flight):
             log.warning("agent_grace_expired", extra={"agent": self.name})
+        await self._requests.cancel_all()
+        if self._consumer is not None:
+            await self._consumer.cancel_all()
 
     async def _close(self, nc: Client) -> None:
         with anyio.move_on_after(self.settings.drain_grace_s):

@@ -67,6 +67,28 @@ def extract(headers: dict[str, str] | None) -> otel_context.Context | None:
     return _propagator.extract(headers)
 
 
+def recording() -> bool:
+    """Whether a tracer provider is installed (else spans would record nothing).
+
+    Reads the API's module global: ``get_tracer_provider()`` consults the environment
+    on every call until a provider is set, which showed in the bus's hot-path profile.
+    """
+    return getattr(trace, "_TRACER_PROVIDER", None) is not None
+
+
+@contextmanager
+def _propagate_only(headers: dict[str, str] | None) -> Iterator[Span]:
+    parent = extract(headers)
+    if parent is None:
+        yield trace.INVALID_SPAN
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield trace.INVALID_SPAN
+    finally:
+        otel_context.detach(token)
+
+
 @contextmanager
 def message_span(
     subject: str,
@@ -76,7 +98,16 @@ def message_span(
     operation: str,
     attributes: dict[str, Any],
 ) -> Iterator[Span]:
-    """Run the block in a span whose parent is the sender's (from ``headers``)."""
+    """Run the block in a span whose parent is the sender's (from ``headers``).
+
+    With no SDK installed nothing could be recorded, so only the sender's context is
+    made current (outgoing messages still carry its ``traceparent``): the hot path
+    then skips building a span that would be dropped.
+    """
+    if not recording():
+        with _propagate_only(headers) as span:
+            yield span
+        return
     parent = extract(headers)
     attrs = {
         "messaging.system": "nats",
@@ -98,6 +129,9 @@ def message_span(
 @contextmanager
 def client_span(subject: str, operation: str = "send") -> Iterator[Span]:
     """A producer/client span for an outgoing message; inject inside it."""
+    if not recording():
+        yield trace.INVALID_SPAN
+        return
     with _tracer.start_as_current_span(
         f"{operation} {subject}",
         kind=SpanKind.CLIENT if operation == "send" else SpanKind.PRODUCER,

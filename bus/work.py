@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -28,6 +27,7 @@ from bus import codec, tracing
 from bus.client import MSG_ID_HEADER, Bus
 from bus.errors import SophiaError
 from bus.schemas.common import DeadLetter
+from bus.tasks import TaskSet
 
 log = logging.getLogger("sophia.bus")
 
@@ -83,9 +83,8 @@ class WorkConsumer:
         self._last_pull = 0.0
         self._stopping = False
         self._wake = anyio.Event()
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._tg: TaskGroup | None = None
+        self._tasks = TaskSet(max_in_flight)
+        self._running = False
         self._sub: Subscription | None = None
         self._inbox = ""
         subjects = bus.subjects
@@ -95,9 +94,9 @@ class WorkConsumer:
         self._work_subject = subjects.work(service)
         self._dlq_subject = subjects.dlq(service)
 
-    async def run(self, tg: TaskGroup) -> None:
-        """Pull until :meth:`stop`; handler tasks run in ``tg``."""
-        self._tg = tg
+    async def run(self) -> None:
+        """Pull until :meth:`stop`; each delivered item is handled in a task of its own."""
+        self._running = True
         self._inbox = self.bus.nc.new_inbox()
         self._sub = await self.bus.nc.subscribe(self._inbox, cb=self._on_message)
         try:
@@ -120,7 +119,11 @@ class WorkConsumer:
         self._wake.set()
 
     async def wait_idle(self) -> None:
-        await self._idle.wait()
+        await self._tasks.wait_idle()
+
+    async def cancel_all(self) -> None:
+        """Cancel handlers still running: their items are nak'ed for prompt redelivery."""
+        await self._tasks.cancel_all()
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -148,13 +151,12 @@ class WorkConsumer:
             self._on_status(headers)
             return
         self._outstanding = max(self._outstanding - 1, 0)
-        if self._stopping or self._tg is None:
+        if self._stopping or not self._running:
             await msg.nak()
             return
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        self._idle = anyio.Event() if self._idle.is_set() else self._idle
-        self._tg.start_soon(self._handle, msg)
+        self._tasks.start(self._handle(msg))
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers[STATUS]
@@ -172,8 +174,6 @@ class WorkConsumer:
             await self._process(msg)
         finally:
             self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
             self._wake.set()
 
     async def _process(self, msg: Msg) -> None:
