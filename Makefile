@@ -1,0 +1,22 @@
+# The two commands: `make up` runs Sophia on embedded defaults, `make test` runs the tests.
+# Both create .venv and install what they need on first use.
+.PHONY: up test lint bench
+
+up:
+	@scripts/bootstrap run
+	.venv/bin/sophia up
+
+test:
+	@scripts/bootstrap test
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	@.venv/bin/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$rc
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench:
+	.venv/bin/python bench/bus.py
+	.venv/bin/python bench/memory.py
+	.venv/bin/python bench/retrieval.py
+	.venv/bin/python bench/edge.py
