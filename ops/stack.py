@@ -74,6 +74,7 @@ class ProgramState(msgspec.Struct, kw_only=True):
     kind: str
     status: str = "starting"  # starting | running | backoff | failed | stopped
     pid: int | None = None
+    argv: list[str] = msgspec.field(default_factory=list)
     restarts: int = 0
     last_exit: int | None = None
     log: str = ""
@@ -178,6 +179,17 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def runs(pid: int, argv: list[str]) -> bool:
+    """Whether ``pid`` is alive and still runs exactly ``argv`` (not a reused pid)."""
+    if not argv or not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.rstrip(b"\0").split(b"\0") == [a.encode() for a in argv]
 
 
 def read_pid(layout: Layout) -> int | None:

@@ -109,7 +109,9 @@ class Supervisor:
         self.nats = nats
         self.phase = "starting"
         self.states = {
-            p.name: ProgramState(name=p.name, kind=p.kind, log=str(layout.log_file(p.name)))
+            p.name: ProgramState(
+                name=p.name, kind=p.kind, argv=list(p.argv), log=str(layout.log_file(p.name))
+            )
             for p in ([nats] if nats else []) + self.programs
         }
         self.stopped = anyio.Event()
@@ -119,6 +121,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop everything (ordered, bounded); safe to call twice."""
+        self._stopping = True
         self._stop.set()
 
     async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -160,14 +163,24 @@ class Supervisor:
         log.info("stack_running", extra={"programs": len(self.programs)})
 
     def _claim_pid_file(self) -> None:
+        """Write our pid file; exclusive, so two supervisors never share one home.
+
+        Raises StackRunningError when a live supervisor holds it.
+        """
         self.layout.create()
-        other = read_pid(self.layout)
-        if other is not None and other != os.getpid():
+        path = self.layout.pid_file
+        if path.exists() and read_pid(self.layout) is None:
+            path.unlink(missing_ok=True)  # left by a supervisor that died
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            other = read_pid(self.layout)
             raise StackRunningError(
                 f"a stack is already running from {self.layout.home} (pid {other}); "
                 "`sophia down` stops it"
-            )
-        self.layout.pid_file.write_text(f"{os.getpid()}\n")
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
 
     async def _ensure_topology(self) -> None:
         """Streams, KV buckets and one durable consumer per agent, created idempotently."""
@@ -194,13 +207,15 @@ class Supervisor:
             task_status, first = anyio.TASK_STATUS_IGNORED, False
             state.pid, state.last_exit = None, code
             if self._stopping:
+                log.info("program_stopped", extra={"program": program.name, "code": code})
                 break
             log.warning("program_exited", extra={"program": program.name, "code": code})
             if crashes.record(time.monotonic()):
                 state.status = "failed"
                 self._save()
                 limit = self.policy.crash_limit
-                log.error("program_failed", extra={"program": program.name, "crashes": limit})
+                extra = {"program": program.name, "crashes": limit, "log": state.log}
+                log.error("program_failed", extra=extra)
                 return
             state.status = "backoff"
             self._save()
@@ -287,10 +302,9 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         """Agents and edge first (SIGTERM, bounded, SIGKILL), then nats-server."""
-        if self._stopping:
+        if self.phase in ("stopping", "stopped"):
             return
-        self._stopping = True
-        self._stop.set()
+        self.stop()
         self.phase = "stopping"
         self._save()
         log.info("stack_stopping")

@@ -94,3 +94,22 @@ def test_up_detach_then_status_then_down(stack_env: dict[str, str], pids: set[in
     assert not port_open("127.0.0.1", int(stack_env["SOPHIA_NATS_URL"].rsplit(":", 1)[1]))
     assert not layout.pid_file.exists()
     assert sophia(stack_env, "down").stdout.startswith("no stack is running")
+
+
+@pytest.mark.slow
+def test_down_stops_what_a_killed_supervisor_left(
+    stack_env: dict[str, str], pids: set[int]
+) -> None:
+    up = sophia(stack_env, "up", "--detach", "--only=planner")
+    state = read_state(Layout(Path(stack_env["SOPHIA_HOME"])))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert state is not None
+    left = {p.pid for p in state.programs if p.pid}
+    pids.update(left | {state.pid})
+    os.kill(state.pid, signal.SIGKILL)
+    down = sophia(stack_env, "down")
+    assert down.returncode == 0, down.stderr
+    assert "the supervisor is gone; stopping what it left: nats, planner" in down.stdout
+    assert len(left) == 2
+    assert not any(pid_alive(pid) for pid in left)
+    assert sophia(stack_env, "down").stdout.startswith("no stack is running")
