@@ -18,9 +18,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bus.schemas import memory as s  # noqa: E402
-from memory.config import MemorySettings  # noqa: E402
-from memory.engine import MemoryEngine  # noqa: E402
+from bus.schemas import memory as s
+from memory.config import MemorySettings
+from memory.engine import MemoryEngine
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "httpx_retrieval.json"
 MODES = ("vector", "keyword", "hybrid")
@@ -51,7 +51,9 @@ async def evaluate(threads: int) -> dict:
         async with MemoryEngine(settings) as engine:
             indexed = await engine.index(s.IndexRequest(path=str(root), namespace="httpx"))
             report: dict = {
-                "corpus": f"httpx {httpx.__version__} ({indexed.files} files, {indexed.chunks} chunks)",
+                "corpus": f"httpx {httpx.__version__}",
+                "files": indexed.files,
+                "chunks": indexed.chunks,
                 "questions": len(data["questions"]),
                 "model": engine.embedder.model_id,
                 "index_seconds": indexed.seconds,

@@ -1,9 +1,11 @@
 """Dynamic batching: concurrent embed calls coalesce into one model run.
 
-The first caller to find no open batch leads it: it waits until the batch is full or
-``max_wait_ms`` passed, then runs the whole batch in a worker thread (so the event loop
-keeps serving) and hands every follower its rows. Thirty-two concurrent callers cost
-about one run, not thirty-two.
+The first caller to find no open batch leads it: it lets callers of the same moment join
+(and lingers up to ``max_wait_ms`` for more, 0 by default), then waits for the model —
+while another batch runs, its own batch keeps filling — and runs the whole batch in a
+worker thread (so the event loop keeps serving), handing every follower its rows.
+Thirty-two concurrent callers cost about one run, not thirty-two; a lone caller waits
+for nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
 
@@ -33,7 +36,7 @@ class BatchingEmbedder:
     one model run at a time (a capacity-1 limiter), off the event loop.
     """
 
-    def __init__(self, embedder: Embedder, *, max_batch: int = 32, max_wait_ms: float = 2.0):
+    def __init__(self, embedder: Embedder, *, max_batch: int = 32, max_wait_ms: float = 0.0):
         self.embedder = embedder
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -54,7 +57,8 @@ class BatchingEmbedder:
         """Embed ``texts``, sharing a model run with whoever else asks meanwhile."""
         self.calls += 1
         if len(texts) >= self.max_batch:
-            return await self._run(texts)
+            async with self._limiter:
+                return await self._run(texts)
         batch = self._open
         if batch is not None and len(batch.texts) + len(texts) <= self.max_batch:
             start = len(batch.texts)
@@ -73,12 +77,11 @@ class BatchingEmbedder:
         self._open = batch
         with anyio.CancelScope(shield=True):
             try:
-                if len(batch.texts) < self.max_batch and self.max_wait_s > 0:
-                    with anyio.move_on_after(self.max_wait_s):
-                        await batch.full.wait()
-                if self._open is batch:
-                    self._open = None
-                batch.result = await self._run(batch.texts)
+                await self._gather(batch)
+                async with self._limiter:  # while a run is under way, the batch keeps filling
+                    if self._open is batch:
+                        self._open = None
+                    batch.result = await self._run(batch.texts)
             except Exception as exc:  # handed to every follower, then re-raised
                 batch.error = exc
             finally:
@@ -87,9 +90,16 @@ class BatchingEmbedder:
                 batch.done.set()
         return _rows(batch, 0, len(texts))
 
+    async def _gather(self, batch: _Batch) -> None:
+        """Let callers of this same moment join; linger up to max_wait for more."""
+        await anyio.lowlevel.checkpoint()
+        if self.max_wait_s > 0 and len(batch.texts) < self.max_batch:
+            with anyio.move_on_after(self.max_wait_s):
+                await batch.full.wait()
+
     async def _run(self, texts: list[str]) -> np.ndarray:
         self.runs += 1
-        return await anyio.to_thread.run_sync(self.embedder.embed, texts, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self.embedder.embed, texts)
 
 
 def _rows(batch: _Batch, start: int, count: int) -> np.ndarray:

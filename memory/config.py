@@ -30,7 +30,9 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     embed_device: str = "auto"  # auto | cpu | cuda
     embed_threads: int = 0  # 0: onnxruntime's choice
     embed_max_batch: int = 32
-    embed_max_wait_ms: float = 2.0
+    embed_max_wait_ms: float = (
+        0.0  # linger for more callers; batches fill anyway while the model is busy
+    )
     embed_max_tokens: int = 256
     l1_max_items: int = 10_000
     l1_ttl_s: float = 600.0

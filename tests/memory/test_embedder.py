@@ -30,7 +30,7 @@ def test_embed_puts_similar_meanings_closer(embedder: Embedder) -> None:
 
 @pytest.mark.anyio
 async def test_concurrent_callers_share_one_model_run(embedder: Embedder) -> None:
-    batching = BatchingEmbedder(embedder, max_batch=32, max_wait_ms=50)
+    batching = BatchingEmbedder(embedder, max_batch=32)
     texts = [f"concurrent caller number {i} asks about caching" for i in range(32)]
     results: dict[int, np.ndarray] = {}
 
