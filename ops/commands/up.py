@@ -48,6 +48,9 @@ def register(subparsers: Any) -> None:
         description="Start nats-server with JetStream when SOPHIA_NATS_URL is a local address "
         "where nothing answers, create streams, consumers and buckets, start one process per "
         "agent (and the edge) and restart any that crash. Ctrl-C stops everything.",
+        epilog="Tuning (environment): SOPHIA_RESTART_BACKOFF_S (0.5), SOPHIA_RESTART_BACKOFF_MAX_S "
+        "(30), SOPHIA_CRASH_LIMIT (5) crashes within SOPHIA_CRASH_WINDOW_S (60) leave a program "
+        "down; SOPHIA_STOP_GRACE_S (15) before SIGKILL; SOPHIA_READY_TIMEOUT_S (60) for --detach.",
     )
     parser.add_argument(
         "-d", "--detach", action="store_true", help="run in the background; `sophia down` stops"
