@@ -16,7 +16,7 @@ from tests.ops.conftest import Sophia
 
 pytestmark = pytest.mark.anyio
 
-TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-01$")
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 @pytest.fixture
