@@ -1,17 +1,100 @@
 """The memory agent: keeps coding context across sessions in four tiers and finds it by meaning.
 
-Run as ``python -m agents.memory``. Its work arrives in later issues; today it
-registers its micro service and answers ``health`` with its real state.
+Run as ``python -m agents.memory``. It serves :class:`memory.engine.MemoryEngine` on
+``sophia.memory.<endpoint>``; bad input is a 400 naming the field, and the agent keeps
+serving. A write is acknowledged only once L3 (the source of truth) has committed it.
 """
 
 from __future__ import annotations
 
-from bus import Agent
+import msgspec
+
+from bus import Agent, BadRequestError, endpoint
+from bus.config import load
 from bus.runner import run_agent
+from bus.schemas import memory as s
+from memory.config import MemorySettings
+from memory.engine import MemoryEngine
+
+PROGRESS_PREFIX = "_INBOX."  # index progress only goes back to the caller's own inbox
 
 
 class MemoryAgent(Agent, name="memory"):
     """Keeps coding context across sessions in four tiers and finds it by meaning."""
+
+    engine: MemoryEngine
+
+    async def setup(self) -> None:
+        settings = msgspec.structs.replace(load(MemorySettings), home=self.settings.home)
+        self.engine = MemoryEngine(settings)
+        await self.engine.open()
+
+    async def teardown(self) -> None:
+        await self.engine.close()
+
+    async def health_details(self) -> dict[str, str]:
+        embedder = self.engine.embedder
+        return {"model": embedder.model_id, "device": embedder.embedder.device}
+
+    @endpoint(public=True)
+    async def store(self, req: s.StoreRequest) -> s.StoreResult:
+        """Remember a decision, solution, error, doc or code item (secrets redacted first)."""
+        return await self.engine.store(req)
+
+    @endpoint(public=True)
+    async def search(self, req: s.SearchRequest) -> s.SearchResult:
+        """Find items by meaning and keywords; code hits carry path and line range."""
+        return await self.engine.search(req)
+
+    @endpoint(public=True)
+    async def get(self, req: s.GetRequest) -> s.Item:
+        """One item by id, its whole body. Raises NotFoundError (404)."""
+        return await self.engine.get(req)
+
+    @endpoint
+    async def delete(self, req: s.DeleteRequest) -> s.DeleteResult:
+        """Forget one item in every tier."""
+        return await self.engine.delete(req)
+
+    @endpoint(public=True)
+    async def index(self, req: s.IndexRequest) -> s.IndexResult:
+        """Index a repository on this agent's machine; only changed files are redone.
+
+        Progress goes to ``progress_subject`` (the caller's inbox) after each file.
+        """
+        subject = req.progress_subject
+        if subject and not subject.startswith(PROGRESS_PREFIX):
+            raise BadRequestError(f"progress_subject: must start with {PROGRESS_PREFIX}")
+
+        async def progress(event: s.IndexProgress) -> None:
+            await self.nc.publish(subject, msgspec.json.encode(event))
+
+        return await self.engine.index(req, progress if subject else None)
+
+    @endpoint(public=True)
+    async def stats(self, req: s.StatsRequest) -> s.Stats:
+        """Items per kind and tier, the model and device, cache and L1 hit counts."""
+        return await self.engine.stats(req)
+
+    @endpoint(subject="session.save", public=True)
+    async def session_save(self, req: s.SessionSaveRequest) -> s.SessionSaveResult:
+        """Save an editor session's context (redacted) to restore in the next session."""
+        return await self.engine.session_save(req)
+
+    @endpoint(subject="session.load", public=True)
+    async def session_load(self, req: s.SessionLoadRequest) -> s.Session:
+        """The latest saved context of a session (``found`` false when there is none)."""
+        return await self.engine.session_load(req)
+
+    @endpoint(subject="cache.lookup")
+    async def cache_lookup(self, req: s.CacheLookupRequest) -> s.CacheLookupResult:
+        """A cached model response for this prompt, exact or by meaning."""
+        return await self.engine.cache_lookup(req)
+
+    @endpoint(subject="cache.put")
+    async def cache_put(self, req: s.CachePutRequest) -> s.CachePutResult:
+        """Cache a model's response to a prompt for a while."""
+        return await self.engine.cache_put(req)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     embed_max_tokens: int = 256
     l1_max_items: int = 10_000
     l1_ttl_s: float = 600.0
-    max_text_bytes: int = 1_048_576
+    max_text_bytes: int = 524_288  # under NATS's default 1 MB payload, with room for JSON
     archive_bytes: int = 32_768  # bodies larger than this live in L4
     cache_threshold: float = 0.92
     cache_ttl_s: float = 86_400.0

@@ -104,6 +104,7 @@ class IndexRequest(msgspec.Struct, kw_only=True):
 
     path: str
     namespace: str = ""
+    progress_subject: str = ""  # an inbox of the caller's: IndexProgress after each file
 
 
 class IndexResult(msgspec.Struct, kw_only=True):

@@ -1,0 +1,228 @@
+"""The memory agent over the bus: endpoints, 400s that name the field, durability under kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import msgspec
+import nats
+import nats.errors
+import pytest
+
+from agents.memory import MemoryAgent
+from bus import Bus, Settings
+from bus.errors import BadRequestError, NotFoundError, UnavailableError
+from bus.schemas import memory as s
+from bus.schemas.common import Empty, Health
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Bus]:
+    nc = await nats.connect(settings.nats_url)
+    yield Bus(nc, settings)
+    await nc.drain()
+
+
+@pytest.fixture
+async def agent(settings: Settings) -> AsyncIterator[MemoryAgent]:
+    async with anyio.create_task_group() as tg:
+        running = await tg.start(MemoryAgent(settings).run)
+        yield running
+        running.stop()
+
+
+async def test_agent_stores_and_searches_over_the_bus(agent: MemoryAgent, bus: Bus) -> None:
+    stored = await bus.request(
+        "memory",
+        "store",
+        s.StoreRequest(text="Use uvloop for lower latency", kind="decision"),
+        s.StoreResult,
+    )
+    found = await bus.request(
+        "memory", "search", s.SearchRequest(query="event loop speed"), s.SearchResult
+    )
+    item = await bus.request("memory", "get", s.GetRequest(id=stored.id), s.Item)
+    assert [h.id for h in found.hits] == [stored.id]
+    assert item.text == "Use uvloop for lower latency"
+
+
+async def test_agent_serves_sessions_cache_stats_and_delete(agent: MemoryAgent, bus: Bus) -> None:
+    save = s.SessionSaveRequest(session_id="c1", summary="refactor", context={"f": ["a.py"]})
+    await bus.request("memory", "session.save", save, s.SessionSaveResult)
+    session = await bus.request(
+        "memory", "session.load", s.SessionLoadRequest(session_id="c1"), s.Session
+    )
+    await bus.request(
+        "memory",
+        "cache.put",
+        s.CachePutRequest(model="m", prompt="hi", response="hello"),
+        s.CachePutResult,
+    )
+    cached = await bus.request(
+        "memory", "cache.lookup", s.CacheLookupRequest(model="m", prompt="hi"), s.CacheLookupResult
+    )
+    stored = await bus.request(
+        "memory", "store", s.StoreRequest(text="temporary note"), s.StoreResult
+    )
+    deleted = await bus.request("memory", "delete", s.DeleteRequest(id=stored.id), s.DeleteResult)
+    stats = await bus.request("memory", "stats", s.StatsRequest(), s.Stats)
+    health = await bus.request("memory", "health", Empty(), Health)
+    assert (session.summary, session.context) == ("refactor", {"f": ["a.py"]})
+    assert (cached.hit, cached.response) == (True, "hello")
+    assert deleted.deleted
+    assert stats.items == 0
+    assert health.details["model"] == stats.model
+
+
+async def test_agent_indexes_with_progress_to_the_callers_inbox(
+    agent: MemoryAgent, bus: Bus, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    (repo / "b.md").write_text("# Notes\n")
+    inbox = bus.nc.new_inbox()
+    sub = await bus.nc.subscribe(inbox)
+    req = s.IndexRequest(path=str(repo), namespace="t", progress_subject=inbox)
+    result = await bus.request("memory", "index", req, s.IndexResult, timeout=60)
+    events = []
+    with anyio.move_on_after(2):
+        async for msg in sub.messages:
+            events.append(msgspec.json.decode(msg.data, type=s.IndexProgress))
+            if len(events) == result.files:
+                break
+    assert (result.files, result.chunks) == (2, 2)
+    assert [(e.done, e.total) for e in events] == [(1, 2), (2, 2)]
+
+
+BAD_REQUESTS = [
+    ("store", b'{"text": ""}', "text:"),
+    ("store", b'{"text": 42}', "text"),
+    ("store", b'{"text": "x", "kind": "recipe"}', "kind"),
+    ("store", b'{"text": "' + b"x" * 600_000 + b'"}', "text:"),
+    ("search", b'{"query": "x", "k": 0}', "k"),
+    ("search", b'{"query": "x", "k": 101}', "k"),
+    ("index", b'{"path": "/x", "progress_subject": "sophia.memory.store"}', "progress_subject:"),
+]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "names"),
+    BAD_REQUESTS,
+    ids=[
+        "empty-text",
+        "text-type",
+        "unknown-kind",
+        "text-too-long",
+        "k-zero",
+        "k-too-big",
+        "progress-subject",
+    ],
+)
+async def test_agent_answers_bad_input_with_400_naming_the_field_and_keeps_serving(
+    agent: MemoryAgent, bus: Bus, endpoint: str, body: bytes, names: str
+) -> None:
+    reply = await bus.request_raw(bus.subjects.endpoint("memory", endpoint), body)
+    health = await bus.request("memory", "health", Empty(), Health)
+    assert reply.headers["Nats-Service-Error-Code"] == "400"
+    assert names in reply.headers["Nats-Service-Error"]
+    assert health.status == "ok"
+
+
+async def test_ten_megabytes_never_reach_the_agent_and_it_keeps_serving(
+    agent: MemoryAgent, bus: Bus
+) -> None:
+    body = msgspec.json.encode(s.StoreRequest(text="x" * 10_000_000))
+    with pytest.raises(nats.errors.MaxPayloadError):
+        await bus.request_raw(bus.subjects.endpoint("memory", "store"), body)
+    health = await bus.request("memory", "health", Empty(), Health)
+    assert health.status == "ok"
+
+
+async def test_agent_answers_unknown_id_with_404(agent: MemoryAgent, bus: Bus) -> None:
+    with pytest.raises(NotFoundError):
+        await bus.request("memory", "get", s.GetRequest(id="nope"), s.Item)
+    with pytest.raises(BadRequestError):
+        await bus.request("memory", "get", s.GetRequest(id=""), s.Item)
+
+
+def _spawn(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SOPHIA_NATS_URL": settings.nats_url,
+        "SOPHIA_PREFIX": settings.prefix,
+        "SOPHIA_HOME": settings.home,
+        "SOPHIA_EMBED_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "agents.memory"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+
+
+async def _until_up(bus: Bus, proc: subprocess.Popen[bytes]) -> None:
+    with anyio.fail_after(60):
+        while True:
+            assert proc.poll() is None, "the memory agent exited"
+            try:
+                await bus.request("memory", "health", Empty(), Health, timeout=1)
+                return
+            except UnavailableError:
+                await anyio.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+async def test_writes_acknowledged_before_kill_9_are_there_after_restart(
+    settings: Settings, bus: Bus
+) -> None:
+    proc = _spawn(settings)
+    try:
+        await _until_up(bus, proc)
+        acked = []
+        for i in range(40):
+            text = f"lesson {i}: retry number {i} needs a jittered backoff of {i * 10} ms"
+            acked.append(
+                (
+                    await bus.request(
+                        "memory", "store", s.StoreRequest(text=text, kind="solution"), s.StoreResult
+                    )
+                ).id
+            )
+        await bus.request(
+            "memory",
+            "session.save",
+            s.SessionSaveRequest(session_id="k", summary="before"),
+            s.SessionSaveResult,
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc = _spawn(settings)
+        await _until_up(bus, proc)
+        items = [await bus.request("memory", "get", s.GetRequest(id=i), s.Item) for i in acked]
+        found = await bus.request(
+            "memory",
+            "search",
+            s.SearchRequest(query="lesson 17 retry number 17", k=3, mode="vector"),
+            s.SearchResult,
+        )
+        stats = await bus.request("memory", "stats", s.StatsRequest(), s.Stats)
+        session = await bus.request(
+            "memory", "session.load", s.SessionLoadRequest(session_id="k"), s.Session
+        )
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert [i.id for i in items] == acked
+    assert acked[17] in {h.id for h in found.hits}
+    assert {t.name: t.items for t in stats.tiers}["l2"] == 40
+    assert session.summary == "before"
