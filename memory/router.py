@@ -138,16 +138,15 @@ class Router:
         for p in items:
             if p.record.id not in existing:
                 fresh.setdefault(p.record.id, p)
-        if fresh:
-            await self._place(list(fresh.values()))
-        created_ids = set(fresh)
+        created_ids = await self._place(list(fresh.values())) if fresh else set()
         result = []
         for p in items:
             result.append(p.record.id in created_ids)
             created_ids.discard(p.record.id)
         return result
 
-    async def _place(self, items: list[Prepared]) -> None:
+    async def _place(self, items: list[Prepared]) -> set[str]:
+        """Write new items to their tiers; returns the ids L3 took (a racing twin loses)."""
         for p in items:
             if p.record.archived:
                 await self.archive.put(
@@ -157,11 +156,12 @@ class Router:
         vectors = await self.embedder.embed(
             [keywords.embed_input(r.text, r.metadata) for r in embedded]
         )
-        await self.facts.insert_many([p.record for p in items])
+        taken = await self.facts.insert_many([p.record for p in items])
         points = [VectorPoint(r.id, v, payload(r)) for r, v in zip(embedded, vectors, strict=True)]
-        await self.vectors.upsert(points)
+        await self.vectors.upsert(points)  # idempotent: a racing twin writes the same point
         for namespace in {p.record.namespace for p in items}:
             await self.hot.incr(f"gen:{namespace}")
+        return {p.record.id for p, ok in zip(items, taken, strict=True) if ok}
 
     async def get(self, ident: str) -> Item | None:
         """L1, else L3 (and L4 for an archived body); fills L1."""

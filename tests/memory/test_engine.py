@@ -241,3 +241,17 @@ async def test_index_then_search_returns_code_hits_with_path_and_lines(
     assert hit.metadata["path"] == "billing.py"
     assert (hit.metadata["start_line"], hit.metadata["end_line"]) == (4, 6)
     assert hit.metadata["symbol"] == "compute_invoice_total"
+
+
+async def test_concurrent_stores_of_one_item_create_it_once(engine: MemoryEngine) -> None:
+    results: list[s.StoreResult] = []
+
+    async def store() -> None:
+        results.append(await engine.store(s.StoreRequest(text=DECISION, kind="decision")))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(store)
+    assert len({r.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert (await engine.stats()).items == 1
