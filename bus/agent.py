@@ -262,6 +262,7 @@ class Agent:
         if self._consumer is not None:
             with anyio.move_on_after(2):
                 await self._consumer.close()
+        self.link.closing = True
         with anyio.move_on_after(self.settings.drain_grace_s + 2):
             if nc.is_connected:
                 await nc.drain()

@@ -30,6 +30,7 @@ class Link:
 
     def __init__(self) -> None:
         self.connected = False
+        self.closing = False  # set before a deliberate drain, so its disconnect is not a warning
         self._on_lost: set[Callable[[], None]] = set()
         self._on_back: set[Callable[[], None]] = set()
 
@@ -43,7 +44,7 @@ class Link:
         self._on_back.add(cb)
 
     async def disconnected(self) -> None:
-        if self.connected:
+        if self.connected and not self.closing:
             log.warning("nats_disconnected")
         self.connected = False
         for cb in list(self._on_lost):
