@@ -54,6 +54,13 @@ class TimeoutError_(SophiaError):
     default_description = "timeout"
 
 
+class ConflictError(SophiaError):
+    """A concurrent writer kept winning: the change was not applied."""
+
+    code = 409
+    default_description = "conflict"
+
+
 class PayloadTooLargeError(SophiaError):
     code = 413
     default_description = "payload too large"
@@ -96,6 +103,7 @@ _BY_CODE: dict[int, type[SophiaError]] = {
     403: ForbiddenError,
     404: NotFoundError,
     408: TimeoutError_,
+    409: ConflictError,
     413: PayloadTooLargeError,
     429: OverLimitError,
     500: InternalError,
