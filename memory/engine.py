@@ -86,7 +86,7 @@ class MemoryEngine:
         return Embedder(
             device=cfg.embed_device,
             threads=cfg.embed_threads,
-            max_batch=cfg.embed_max_batch,
+            run_batch=cfg.embed_run_batch,
             max_tokens=cfg.embed_max_tokens,
         )
 

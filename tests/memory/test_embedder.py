@@ -94,3 +94,12 @@ def test_embedder_runs_on_cuda_when_asked() -> None:
     if runtime.cuda_device_count() < 1:
         pytest.skip("no CUDA device here")
     assert Embedder(device="cuda").device == "cuda"
+
+
+@pytest.mark.anyio
+async def test_big_calls_run_batch_by_batch_in_input_order(embedder: Embedder) -> None:
+    batching = BatchingEmbedder(embedder, max_batch=4)
+    texts = [("word " * (i % 7 + 1)) + str(i) for i in range(10)]
+    result = await batching.embed(texts)
+    assert batching.runs == 3
+    assert np.allclose(result, embedder.embed(texts), atol=1e-4)
