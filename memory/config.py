@@ -6,6 +6,7 @@ A backend URL left empty selects that tier's embedded default, kept under
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -35,6 +36,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
         0.0  # linger for more callers; batches fill anyway while the model is busy
     )
     embed_max_tokens: int = 256
+    embed_quantize: bool = True  # on CPU: int8 matrix products (see memory/quantize.py)
+    model_cache: str = ""  # built model variants; empty: $XDG_CACHE_HOME/sophia/models
     l1_max_items: int = 10_000
     l1_ttl_s: float = 600.0
     max_text_bytes: int = 524_288  # under NATS's default 1 MB payload, with room for JSON
@@ -72,6 +75,14 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("cache_threshold: must be greater than 0 and at most 1")
         if not 0 <= self.chunk_overlap < self.chunk_lines:
             raise ValueError("chunk_overlap: must be at least 0 and less than chunk_lines")
+
+    @property
+    def model_cache_path(self) -> Path:
+        """Where derived model files are kept (content-addressed, safe to share)."""
+        if self.model_cache:
+            return Path(self.model_cache).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "sophia" / "models"
 
     @property
     def data_path(self) -> Path:

@@ -87,6 +87,7 @@ class MemoryEngine:
             device=cfg.embed_device,
             threads=cfg.embed_threads,
             run_batch=cfg.embed_run_batch,
+            quantize_dir=cfg.model_cache_path if cfg.embed_quantize else None,
             max_tokens=cfg.embed_max_tokens,
         )
 

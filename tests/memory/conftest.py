@@ -24,9 +24,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """The real ONNX embedder, loaded once (two threads: this machine has two cores)."""
-    return Embedder(threads=2)
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """The real ONNX embedder as the engine builds it (int8 on CPU), loaded once, two threads."""
+    return Embedder(threads=2, quantize_dir=tmp_path_factory.mktemp("models"))
 
 
 async def _fresh_database(pg: Postgres) -> str:

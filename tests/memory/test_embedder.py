@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from bus.errors import ConfigError
 from memory import runtime
 from memory.batcher import BatchingEmbedder
 from memory.embedder import Embedder
+from memory.quantize import quantized
 
 
 def test_embed_returns_unit_vectors_in_input_order(embedder: Embedder) -> None:
@@ -103,3 +106,18 @@ async def test_big_calls_run_batch_by_batch_in_input_order(embedder: Embedder) -
     result = await batching.embed(texts)
     assert batching.runs == 3
     assert np.allclose(result, embedder.embed(texts), atol=1e-4)
+
+
+def test_cpu_int8_variant_is_built_once_and_is_its_own_vector_space(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    packaged = Embedder(threads=2)
+    first = quantized(packaged.model, tmp_path)
+    second = quantized(packaged.model, tmp_path)
+    texts = ["retry the upload with backoff", "def close(self) -> None: ...", "cookie jar"]
+    cosines = np.sum(packaged.embed(texts) * embedder.embed(texts), axis=1)
+    assert first == second
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    assert first.model_id != packaged.model_id
+    assert "+dynint8." in embedder.model_id
+    assert cosines.min() > 0.97
