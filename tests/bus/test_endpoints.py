@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import anyio
 import msgspec
 import pytest
 
-from bus import Bus, NotFoundError, Settings
+from bus import Bus, NotFoundError
 from bus.errors import BadRequestError, InternalError, UnavailableError
 from tests.bus.agents import EchoAgent, EchoReply, EchoRequest
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
-    async with anyio.create_task_group() as tg:
-        agent = await tg.start(EchoAgent(settings).run)
-        yield agent
-        agent.stop()
 
 
 async def test_endpoint_round_trip(echo: EchoAgent, bus: Bus) -> None:

@@ -19,7 +19,7 @@ from bus.topology import ensure_streams
 from ops.natsserver import NatsServer
 from tests.bus.agents import EchoAgent, EchoReply, EchoRequest, Job, Worker
 from tests.bus.test_work import consumer_state, dead_letters
-from tests.polling import wait_for
+from tests.polling import settle, wait_for
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ async def test_sigterm_drains_in_flight_work_and_loses_none(
         await wait_for(lambda: set(first_run) | set(second.done) == set(ids), 30)
         second.stop()
     assert not set(first_run) & set(second.done)  # drained items were acked, not redone
-    assert await consumer_state(bus) == (0, 0)
+    assert await settle(lambda: consumer_state(bus), (0, 0)) == (0, 0)
     assert await dead_letters(bus) == []
 
 

@@ -13,7 +13,7 @@ from bus.schemas.common import DeadLetter
 from bus.subjects import Subjects
 from bus.work import backoff
 from tests.bus.agents import Job, Worker
-from tests.polling import wait_for
+from tests.polling import settle, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +49,7 @@ async def test_work_is_acked_after_handler_succeeds(worker: Worker, bus: Bus) ->
         await bus.submit_work("worker", Job(id=f"j{i}"), msg_id=f"j{i}")
     await wait_for(lambda: len(worker.done) == 20)
     await wait_for(lambda: worker._consumer is not None and worker._consumer.acked == 20)
-    assert await consumer_state(bus) == (0, 0)
+    assert await settle(lambda: consumer_state(bus), (0, 0)) == (0, 0)
     stream = await bus.js.stream_info(bus.subjects.work_stream)
     assert stream.state.messages == 0  # work-queue retention: acked items are gone
 
@@ -77,7 +77,7 @@ async def test_work_exhausted_deliveries_go_to_dlq_with_last_error(
     assert letter.subject == bus.subjects.work("worker")
     assert letter.headers["Nats-Msg-Id"] == "doomed"
     assert msgspec.json.decode(letter.payload.encode(), type=Job) == job
-    assert await consumer_state(bus) == (0, 0)
+    assert await settle(lambda: consumer_state(bus), (0, 0)) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ async def test_work_bad_input_is_dead_lettered_at_once_not_retried(
     assert letter.deliveries == 1
     assert letter.code == 400
     assert letter.payload.encode() == payload
-    assert await consumer_state(bus) == (0, 0)
+    assert await settle(lambda: consumer_state(bus), (0, 0)) == (0, 0)
 
 
 async def test_work_duplicate_msg_id_is_dropped(worker: Worker, bus: Bus) -> None:

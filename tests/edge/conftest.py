@@ -7,11 +7,9 @@ from dataclasses import dataclass
 
 import anyio
 import httpx
-import nats
 import pytest
 
 from bus import Bus, Settings
-from bus.topology import ensure_streams
 from edge.config import EdgeSettings
 from edge.serve import serve_http
 from edge.tokens import create_token
@@ -50,16 +48,8 @@ def edge_settings() -> EdgeSettings:
 
 
 @pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
-    nc = await nats.connect(settings.nats_url)
-    client = Bus(nc, settings)
-    await ensure_streams(client.js, settings)
-    yield client
-    await nc.drain()
-
-
-@pytest.fixture
 async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
+    """The edge's own echo agent (more endpoints than the bus tests' one)."""
     async with anyio.create_task_group() as tg:
         agent = await tg.start(EchoAgent(settings).run)
         yield agent

@@ -7,13 +7,11 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
-import nats
 import pytest
 
-from bus import Bus, Settings
-from bus.topology import ensure_streams
+from bus import Settings
 from ops import cli
-from tests.bus.agents import EchoAgent, Worker
+from tests.bus.agents import Worker
 
 
 @dataclass(frozen=True)
@@ -48,24 +46,6 @@ def sophia(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> Sophia:
         return Run(status, out, err)
 
     return run
-
-
-@pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
-    """A plain client on the test's prefix, with its streams created."""
-    nc = await nats.connect(settings.nats_url)
-    client = Bus(nc, settings)
-    await ensure_streams(client.js, settings)
-    yield client
-    await nc.drain()
-
-
-@pytest.fixture
-async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
-    async with anyio.create_task_group() as tg:
-        agent = await tg.start(EchoAgent(settings).run)
-        yield agent
-        agent.stop()
 
 
 @pytest.fixture
