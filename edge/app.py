@@ -22,11 +22,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bus.agent import sophia_version
 from bus.errors import ForbiddenError, SophiaError
 from edge.access import Principal
-from edge.gateway import decode_json, edge_span, http_status, new_call_id
+from edge.gateway import decode_json, http_status, new_call_id
 from edge.limits import RateLimitedError
 from edge.mcp.http import McpHttp
 from edge.openapi import document
 from edge.runtime import Edge
+from edge.traces import edge_span
 from edge.web import (
     authenticate,
     header,

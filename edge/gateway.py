@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import anyio
 import msgspec
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
-from bus import codec, tracing
+from bus import codec
 from bus.client import Bus, raise_for_service_error
 from bus.errors import (
     BadRequestError,
@@ -35,9 +33,9 @@ from bus.schemas.edge import CALL_ID_HEADER, CallCancelled
 from edge.access import Principal
 from edge.audit import Auditor
 from edge.catalog import Catalog, Endpoint
+from edge.traces import trace_id_of
 
 log = logging.getLogger("sophia.edge")
-_tracer = trace.get_tracer("sophia.edge")
 
 #: service-error code -> HTTP status; a bus timeout is the gateway's, hence 504
 HTTP_STATUS = {400: 400, 401: 401, 403: 403, 404: 404, 408: 504, 413: 413, 429: 429, 503: 503}
@@ -49,24 +47,6 @@ def http_status(code: int) -> int:
 
 def new_call_id() -> str:
     return uuid.uuid4().hex
-
-
-def trace_id_of(span: Span) -> str:
-    ctx = span.get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
-
-
-@contextmanager
-def edge_span(name: str, carrier: dict[str, str] | None) -> Iterator[Span]:
-    """A SERVER span for one incoming call, continuing the caller's ``traceparent`` if any."""
-    with _tracer.start_as_current_span(
-        name,
-        context=tracing.extract(carrier),
-        kind=SpanKind.SERVER,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield span
 
 
 class Gateway:

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 from nats.aio.msg import Msg
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 
 from bus import topology, tracing
 from bus.client import Bus
 from bus.config import Settings
 from bus.connection import Link, connect
 from bus.schemas.edge import CallCancelled
+from edge import traces
 from edge.audit import Auditor
 from edge.catalog import Catalog
 from edge.config import EdgeSettings
@@ -59,23 +58,10 @@ class Edge:
     sessions: Sessions
 
 
-def ensure_trace_ids() -> None:
-    """Make the edge start real traces even when nothing exports them.
-
-    Without an SDK provider the API hands out invalid span contexts and no ``traceparent``
-    would flow; with one (exporting only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set) the
-    trace starts here.
-    """
-    if tracing.configure("edge"):
-        return
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-
-
 @asynccontextmanager
 async def open_edge(settings: Settings, edge_settings: EdgeSettings) -> AsyncIterator[Edge]:
     """Connect, discover, watch; yield the wired :class:`Edge`. Raises UnavailableError."""
-    ensure_trace_ids()
+    traces.configure()
     link = Link()
     nc = await connect(settings, "sophia-edge", link)
     try:

@@ -25,8 +25,9 @@ from bus.errors import SophiaError
 from bus.schemas.edge import CallProgress
 from bus.subjects import Subjects
 from edge.catalog import Catalog, Endpoint
-from edge.gateway import Gateway, edge_span, new_call_id
+from edge.gateway import Gateway, new_call_id
 from edge.mcp.exchange import CallScope
+from edge.traces import edge_span
 
 MEMORY_ITEM_PREFIX = "sophia://memory/items/"
 _progress_decoder = msgspec.json.Decoder(CallProgress)

@@ -53,7 +53,7 @@ class PipeIO:
             return b"\n"
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
+        self._writer.write(data)  # one whole line per call: writes cannot interleave
         await self._writer.drain()
 
 
@@ -63,13 +63,15 @@ class FileIO:
     def __init__(self, reader: Any, writer: Any) -> None:
         self._reader = reader
         self._writer = writer
+        self._lock = anyio.Lock()
 
     async def readline(self) -> bytes:
         return bytes(await self._reader.readline(MAX_LINE_BYTES))
 
     async def write(self, data: bytes) -> None:
-        await self._writer.write(data)
-        await self._writer.flush()
+        async with self._lock:
+            await self._writer.write(data)
+            await self._writer.flush()
 
 
 def trace_carrier(params: dict[str, Any] | None) -> dict[str, str] | None:
@@ -126,7 +128,6 @@ class StdioServer:
         self.base = replace(base, session_id=self.session)
         self.inflight = Inflight()
         self._io: LineIO | None = None
-        self._lock = anyio.Lock()
 
     async def serve(self, io: LineIO) -> None:
         """Answer messages until end of input; returns after in-flight requests settle."""
@@ -175,8 +176,7 @@ class StdioServer:
 
     async def _write(self, data: bytes) -> None:
         assert self._io is not None
-        async with self._lock:
-            await self._io.write(data + b"\n")
+        await self._io.write(data + b"\n")
 
     async def _announce_changes(self, runner: ServerRunner[Any]) -> None:
         version, names = self.catalog.version, self.core.tools.tool_names(self.base)
