@@ -10,8 +10,8 @@ a :class:`~bus.schemas.edge.CallCancelled` event so the agent may stop too.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import anyio
@@ -46,7 +46,7 @@ def http_status(code: int) -> int:
 
 
 def new_call_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class Gateway:
@@ -101,21 +101,24 @@ class Gateway:
             status = 500
             raise
         finally:
-            with anyio.move_on_after(2, shield=True):
-                if status == 499:
+            record = self.auditor.record(
+                principal=principal.name,
+                transport=transport,
+                service=endpoint.service,
+                endpoint=endpoint.name,
+                code=status,
+                started=started,
+                call_id=call_id,
+                trace_id=trace_id_of(span),
+                request_bytes=len(payload),
+                cancelled=status == 499,
+            )
+            if status == 499:  # cancelled: publishing must still happen, briefly
+                with anyio.move_on_after(2, shield=True):
+                    await record
                     await self._publish_cancel(CallCancelled(call_id=call_id, reason="client"))
-                await self.auditor.record(
-                    principal=principal.name,
-                    transport=transport,
-                    service=endpoint.service,
-                    endpoint=endpoint.name,
-                    code=status,
-                    started=started,
-                    call_id=call_id,
-                    trace_id=trace_id_of(span),
-                    request_bytes=len(payload),
-                    cancelled=status == 499,
-                )
+            else:
+                await record
 
     async def _forward(self, endpoint: Endpoint, args: Any, payload: bytes, call_id: str) -> bytes:
         problem = endpoint.validator.problem(args)

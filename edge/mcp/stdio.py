@@ -159,11 +159,10 @@ class StdioServer:
             await self.core.notify(runner, msg, self.base)
 
     async def _request(self, runner: ServerRunner[Any], msg: Message) -> None:
-        scope = replace(
-            self.base,
-            request_id=msg.id,
-            progress_token=progress_token(msg.params),
-            carrier=trace_carrier(msg.params),
+        scope = self.base.for_request(
+            msg.id,  # type: ignore[arg-type]
+            progress_token(msg.params),
+            trace_carrier(msg.params),
         )
         reply = b""
         with self.inflight.track(self.session, msg.id):
