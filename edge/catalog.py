@@ -27,6 +27,8 @@ from edge.schema import InputValidator, object_schema
 log = logging.getLogger("sophia.edge")
 
 MISSES_TO_DROP = 2
+#: a request field an endpoint declares to report progress: the edge fills it with an inbox
+PROGRESS_FIELD = "progress_subject"
 MAX_REPLIES = 10_000
 _info_decoder = msgspec.json.Decoder(InfoResponse)
 
@@ -51,6 +53,24 @@ class Endpoint:
     @cached_property
     def request_schema(self) -> dict[str, Any]:
         return object_schema(self.raw_request_schema)
+
+    @cached_property
+    def progress_field(self) -> bool:
+        """Whether the endpoint reports progress to an inbox named in its request."""
+        return PROGRESS_FIELD in self.request_schema.get("properties", {})
+
+    @cached_property
+    def tool_schema(self) -> dict[str, Any]:
+        """The request schema as an MCP client sees it: the edge's own fields left out."""
+        if not self.progress_field:
+            return self.request_schema
+        schema = dict(self.request_schema)
+        schema["properties"] = {
+            k: v for k, v in schema["properties"].items() if k != PROGRESS_FIELD
+        }
+        if "required" in schema:
+            schema["required"] = [f for f in schema["required"] if f != PROGRESS_FIELD]
+        return schema
 
     @cached_property
     def response_schema(self) -> dict[str, Any]:

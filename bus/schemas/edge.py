@@ -2,12 +2,13 @@
 
 Subjects (all under the events stream, so they are replayable):
 - ``<prefix>.events.edge.audit`` — one :class:`AuditEvent` per call through the edge;
-- ``<prefix>.events.edge.cancel`` — a :class:`CallCancelled` when a client cancels a call;
-- ``<prefix>.events.progress.<call_id>`` — :class:`CallProgress` an agent publishes while a
-  long call runs; the edge relays it to the MCP client as ``notifications/progress``.
+- ``<prefix>.events.edge.cancel`` — a :class:`CallCancelled` when a client cancels a call.
 
 A request the edge sends carries ``Sophia-Call-Id`` (:data:`CALL_ID_HEADER`), the id an agent
-uses for progress and matches cancellations against.
+matches cancellations against. Progress: an endpoint whose request has a ``progress_subject``
+field gets an inbox there when the MCP client asked for progress, and publishes
+:class:`CallProgress` (or ``{"done", "total", "path"}``) to it; the edge relays each as
+``notifications/progress``.
 
 Stored values (KV): :class:`TokenRecord` under ``edge.tokens.<name>`` in ``<prefix>_config``,
 :class:`SessionRecord` under the session id in ``<prefix>_sessions``.

@@ -22,15 +22,14 @@ from mcp_types import INVALID_PARAMS
 
 from bus import codec
 from bus.errors import SophiaError
-from bus.schemas.edge import CallProgress
-from bus.subjects import Subjects
-from edge.catalog import Catalog, Endpoint
+from edge.catalog import PROGRESS_FIELD, Catalog, Endpoint
 from edge.gateway import Gateway, new_call_id
 from edge.mcp.exchange import CallScope
 from edge.traces import edge_span
 
 MEMORY_ITEM_PREFIX = "sophia://memory/items/"
-_progress_decoder = msgspec.json.Decoder(CallProgress)
+RELAY_DRAIN_S = 2.0  # at most this long for queued progress after the reply
+_json_decoder = msgspec.json.Decoder()
 Context = ServerRequestContext[Any, Any]
 
 
@@ -54,6 +53,27 @@ def tool_error(error: SophiaError) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "structuredContent": body, "isError": True}
 
 
+def _progress(data: bytes) -> tuple[float, float | None, str | None] | None:
+    """A progress message as (progress, total, message): :class:`CallProgress` or any
+    object with ``done``/``total`` and a ``path`` (the memory indexer's ``IndexProgress``)."""
+    try:
+        value = _json_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    progress = value.get("progress", value.get("done"))
+    if not isinstance(progress, int | float) or isinstance(progress, bool):
+        return None
+    total = value.get("total")
+    message = value.get("message") or value.get("path")
+    return (
+        float(progress),
+        float(total) if isinstance(total, int | float) and total else None,
+        str(message) if message else None,
+    )
+
+
 def scope_of(ctx: Context) -> CallScope:
     scope = ctx.request
     if not isinstance(scope, CallScope):
@@ -67,7 +87,6 @@ class EdgeTools:
     def __init__(self, gateway: Gateway, catalog: Catalog) -> None:
         self.gateway = gateway
         self.catalog = catalog
-        self._subjects: Subjects = gateway.bus.subjects
         self._version = -1
         self._tools: dict[str, tuple[Endpoint, types.Tool]] = {}
 
@@ -117,9 +136,10 @@ class EdgeTools:
         call_id = new_call_id()
         with edge_span(f"tools/call {params.name}", scope.carrier):
             try:
-                if scope.progress_token is None:
+                if not endpoint.progress_field:
                     reply = await self._call(scope, endpoint, args, call_id)
-                else:
+                else:  # the inbox is the edge's to name, never the client's
+                    args = {k: v for k, v in args.items() if k != PROGRESS_FIELD}
                     reply = await self._call_with_progress(scope, endpoint, args, call_id)
             except SophiaError as exc:
                 return tool_error(exc)
@@ -140,22 +160,38 @@ class EdgeTools:
     async def _call_with_progress(
         self, scope: CallScope, endpoint: Endpoint, args: dict[str, Any], call_id: str
     ) -> bytes:
-        """Relay ``<prefix>.events.progress.<call_id>`` as progress notifications while calling."""
+        """Name an inbox in the request and relay what arrives there as progress notifications.
+
+        Without a progress token from the client the field stays empty: no progress is sent.
+        """
+        if scope.progress_token is None:
+            return await self._call(scope, endpoint, args, call_id)
         nc = self.gateway.bus.nc
-        sub = await nc.subscribe(self._subjects.event("progress", call_id), pending_msgs_limit=256)
+        sub = await nc.subscribe(nc.new_inbox(), pending_msgs_limit=256)
+
+        finished = anyio.Event()
 
         async def relay() -> None:
-            async for msg in sub.messages:
-                try:
-                    update = _progress_decoder.decode(msg.data)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                await scope.progress(update.progress, update.total or None, update.message or None)
+            try:
+                async for msg in sub.messages:
+                    if not msg.data:  # the end marker: everything sent before it is through
+                        return
+                    update = _progress(msg.data)
+                    if update is not None:
+                        await scope.progress(*update)
+            finally:
+                finished.set()
 
+        args = {**args, PROGRESS_FIELD: sub.subject}
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay)
                 reply = await self._call(scope, endpoint, args, call_id)
+                # Progress published before the reply is queued here already (NATS keeps one
+                # publisher's order); an end marker sent now arrives after all of it.
+                await nc.publish(sub.subject, b"")
+                with anyio.move_on_after(RELAY_DRAIN_S):
+                    await finished.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.move_on_after(2, shield=True):
@@ -241,7 +277,7 @@ def _tool(endpoint: Endpoint) -> types.Tool:
     return types.Tool(
         name=endpoint.tool_name,
         description=endpoint.description or f"{endpoint.service} {endpoint.name}",
-        input_schema=endpoint.request_schema,
+        input_schema=endpoint.tool_schema,
         output_schema=endpoint.response_schema,
         annotations=types.ToolAnnotations(read_only_hint=True) if read_only else None,
     )

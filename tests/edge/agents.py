@@ -47,6 +47,7 @@ class TraceReply(msgspec.Struct, kw_only=True):
 class SlowRequest(msgspec.Struct, kw_only=True):
     steps: int = 3
     wait_s: float = 0.0  # after the steps: how long to keep the caller waiting
+    progress_subject: str = ""  # where progress goes (the edge names an inbox)
 
 
 class SlowReply(msgspec.Struct, kw_only=True):
@@ -79,8 +80,8 @@ class EchoAgent(Agent, name="echo"):
         await self.nc.subscribe(self.bus.subjects.event("edge", "cancel"), cb=on_cancel)
 
     async def _respond(self, spec: Any, handler: Any, msg: Msg) -> str | None:
-        # The runtime does not hand request headers to handlers yet; the progress test needs
-        # the edge's call id, so this test agent reads it here.
+        # The runtime does not hand request headers to handlers yet; matching a cancellation
+        # needs the edge's call id, so this test agent reads it here.
         token = _call_id.set((msg.headers or {}).get(CALL_ID_HEADER, ""))
         try:
             return await super()._respond(spec, handler, msg)
@@ -118,8 +119,9 @@ class EchoAgent(Agent, name="echo"):
     async def slow(self, req: SlowRequest) -> SlowReply:
         """Report progress for ``steps`` steps, then wait ``wait_s`` before answering."""
         for step in range(1, req.steps + 1):
-            event = CallProgress(progress=step, total=req.steps, message=f"step {step}")
-            await self.bus.emit(event, "progress", _call_id.get() or "none")
+            if req.progress_subject:
+                update = CallProgress(progress=step, total=req.steps, message=f"step {step}")
+                await self.nc.publish(req.progress_subject, msgspec.json.encode(update))
         call_id = _call_id.get()
         with anyio.CancelScope() as scope:
             self.running[call_id] = scope

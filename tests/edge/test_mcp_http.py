@@ -32,6 +32,7 @@ async def test_mcp_http_lists_public_endpoints_as_namespaced_tools(
     assert say.input_schema["required"] == ["text"]
     assert say.input_schema["properties"]["text"] == {"type": "string"}
     assert say.output_schema and say.output_schema["properties"]["text"] == {"type": "string"}
+    assert "progress_subject" not in tools["echo_slow"].input_schema["properties"]  # the edge's
 
 
 async def test_mcp_http_input_schema_has_references_inlined(edge: RunningEdge, token: str) -> None:
