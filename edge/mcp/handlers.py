@@ -18,7 +18,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from bus import codec
 from bus.errors import SophiaError
@@ -28,6 +28,7 @@ from edge.mcp.exchange import CallScope
 from edge.traces import edge_span
 
 MEMORY_ITEM_PREFIX = "sophia://memory/items/"
+RESOURCE_NOT_FOUND = -32002  # the MCP specification's code
 RELAY_DRAIN_S = 2.0  # at most this long for queued progress after the reply
 _json_decoder = msgspec.json.Decoder()
 Context = ServerRequestContext[Any, Any]
@@ -252,14 +253,13 @@ class EdgeTools:
         item_id = uri.removeprefix(MEMORY_ITEM_PREFIX)
         endpoint = self._memory_get(scope)
         if not uri.startswith(MEMORY_ITEM_PREFIX) or not item_id or endpoint is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}")
+            raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Unknown resource: {uri}")
         with edge_span("resources/read memory", scope.carrier):
             try:
                 reply = await self._call(scope, endpoint, {"id": item_id}, new_call_id())
             except SophiaError as exc:
-                raise MCPError(
-                    code=INVALID_PARAMS, message=exc.description, data=error_body(exc)
-                ) from None
+                code = RESOURCE_NOT_FOUND if exc.code == 404 else INTERNAL_ERROR
+                raise MCPError(code=code, message=exc.description, data=error_body(exc)) from None
         contents = types.TextResourceContents(
             uri=uri, mime_type="application/json", text=reply.decode()
         )
