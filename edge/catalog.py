@@ -1,10 +1,12 @@
 """What the bus offers: public endpoints found through the NATS service API (``$SRV.INFO``).
 
 Guarantee: :meth:`Catalog.run` polls every ``edge_discovery_s``, gathering INFO replies for
-``edge_discovery_window_s``; an endpoint appears on the first poll that sees it and disappears
-after :data:`MISSES_TO_DROP` polls in a row without it, so one slow reply does not flap a tool.
-Only services of this install (their ``prefix`` metadata) count. Each change bumps
-:attr:`Catalog.version` and wakes :meth:`Catalog.wait_changed`.
+``edge_discovery_window_s``; an endpoint appears on the first poll that sees it. It disappears
+when a poll misses its service and NATS says no instance of that name listens at all (no
+responders: the agent has stopped), or after :data:`MISSES_TO_DROP` polls in a row without it
+(an instance of that name of another install answers, or ours is too slow to reply), so one
+slow reply does not flap a tool. Only services of this install (their ``prefix`` metadata)
+count. Each change bumps :attr:`Catalog.version` and wakes :meth:`Catalog.wait_changed`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -26,7 +29,8 @@ from edge.schema import InputValidator, object_schema
 
 log = logging.getLogger("sophia.edge")
 
-MISSES_TO_DROP = 2
+MISSES_TO_DROP = 3
+CONFIRM_TIMEOUT_S = 1.0
 #: a request field an endpoint declares to report progress: the edge fills it with an inbox
 PROGRESS_FIELD = "progress_subject"
 MAX_REPLIES = 10_000
@@ -179,7 +183,18 @@ class Catalog:
             for endpoint in endpoints_of(info, self._prefix):
                 seen[(endpoint.service, endpoint.name)] = endpoint
         self.polls += 1
-        self._apply(seen)
+        gone = {svc for svc, _ in self._by_key} - {svc for svc, _ in seen}
+        self._apply(seen, {svc for svc in gone if not await self._answers(svc)})
+
+    async def _answers(self, service: str) -> bool:
+        """Whether any instance named ``service`` listens (of any install); False: none."""
+        try:
+            await self._nc.request(srv("PING", service), b"", timeout=CONFIRM_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            return False
+        except nats.errors.Error:
+            return True  # slow or disconnected: not proof that it has gone
+        return True
 
     async def _gather(self) -> list[Msg]:
         if not self._nc.is_connected:
@@ -199,7 +214,7 @@ class Catalog:
             await sub.unsubscribe()
         return replies
 
-    def _apply(self, seen: dict[tuple[str, str], Endpoint]) -> None:
+    def _apply(self, seen: dict[tuple[str, str], Endpoint], stopped: set[str]) -> None:
         changed = False
         for key, endpoint in seen.items():
             self._misses.pop(key, None)
@@ -208,7 +223,7 @@ class Catalog:
                 changed = True
         for key in [k for k in self._by_key if k not in seen]:
             self._misses[key] = self._misses.get(key, 0) + 1
-            if self._misses[key] >= MISSES_TO_DROP:
+            if self._misses[key] >= MISSES_TO_DROP or key[0] in stopped:
                 del self._by_key[key]
                 del self._misses[key]
                 changed = True
