@@ -45,13 +45,19 @@ def tool_result(reply: bytes) -> dict[str, Any]:
     if isinstance(value, dict):
         result["structuredContent"] = value
     result["isError"] = False
+    result["resultType"] = "complete"  # required from 2026-07-28; older sessions drop it
     return result
 
 
 def tool_error(error: SophiaError) -> dict[str, Any]:
     body = error_body(error)
     text = msgspec.json.encode(body).decode()
-    return {"content": [{"type": "text", "text": text}], "structuredContent": body, "isError": True}
+    return {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": body,
+        "isError": True,
+        "resultType": "complete",
+    }
 
 
 def _progress(data: bytes) -> tuple[float, float | None, str | None] | None:

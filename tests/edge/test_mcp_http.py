@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import anyio
+import httpx
 import mcp_types as types
 import pytest
 
@@ -136,3 +137,34 @@ async def test_mcp_http_say_request_schema_matches_msgspec(edge: RunningEdge, to
     async with http_session(edge.mcp, token) as session:
         say = by_name(await session.list_tools())["echo_say"]
     assert say.input_schema == expected
+
+
+async def test_mcp_http_2026_envelope_needs_no_session(
+    edge: RunningEdge, http: httpx.AsyncClient
+) -> None:
+    version = "2026-07-28"
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"},
+    }
+    base = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version}
+    listed = await http.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}},
+        headers={**base, "Mcp-Method": "tools/list"},
+    )
+    called = await http.post(
+        "/mcp",
+        json={
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "echo_say", "arguments": {"text": "now"}, "_meta": meta},
+        },
+        headers={**base, "Mcp-Method": "tools/call", "Mcp-Name": "echo_say"},
+    )
+    assert listed.status_code == 200, listed.text
+    assert "mcp-session-id" not in listed.headers
+    assert "echo_say" in {tool["name"] for tool in listed.json()["result"]["tools"]}
+    assert called.json()["result"]["structuredContent"] == {"text": "now"}
