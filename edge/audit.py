@@ -41,10 +41,12 @@ class Auditor:
         call_id: str = "",
         trace_id: str = "",
         request_bytes: int = 0,
-        cancelled: bool = False,
     ) -> None:
-        """Publish one event; ``started`` is the call's ``time.perf_counter()`` at its start."""
-        outcome = "cancelled" if cancelled else ("ok" if code < 400 else "error")
+        """Publish one event; ``started`` is the call's ``time.perf_counter()`` at its start.
+
+        ``code`` is the HTTP-style status; 499 means the client cancelled the call.
+        """
+        outcome = "cancelled" if code == 499 else ("ok" if code < 400 else "error")
         event = AuditEvent(
             at=time.time(),
             principal=principal,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -111,14 +112,14 @@ class Gateway:
                 call_id=call_id,
                 trace_id=trace_id_of(span),
                 request_bytes=len(payload),
-                cancelled=status == 499,
             )
-            if status == 499:  # cancelled: publishing must still happen, briefly
-                with anyio.move_on_after(2, shield=True):
-                    await record
-                    await self._publish_cancel(CallCancelled(call_id=call_id, reason="client"))
-            else:
-                await record
+            await (self._cancelled(record, call_id) if status == 499 else record)
+
+    async def _cancelled(self, record: Awaitable[None], call_id: str) -> None:
+        """Audit a cancelled call and tell the agent, even though the caller is cancelled."""
+        with anyio.move_on_after(2, shield=True):
+            await record
+            await self._publish_cancel(CallCancelled(call_id=call_id, reason="client"))
 
     async def _forward(self, endpoint: Endpoint, args: Any, payload: bytes, call_id: str) -> bytes:
         problem = endpoint.validator.problem(args)

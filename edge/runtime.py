@@ -59,8 +59,14 @@ class Edge:
 
 
 @asynccontextmanager
-async def open_edge(settings: Settings, edge_settings: EdgeSettings) -> AsyncIterator[Edge]:
-    """Connect, discover, watch; yield the wired :class:`Edge`. Raises UnavailableError."""
+async def open_edge(
+    settings: Settings, edge_settings: EdgeSettings, *, shared: bool = True
+) -> AsyncIterator[Edge]:
+    """Connect, discover, watch; yield the wired :class:`Edge`. Raises UnavailableError.
+
+    ``shared``: serve clients through several replicas (HTTP) — watch tokens and sessions and
+    hear cancellations from other replicas. Stdio serves one local client and needs none.
+    """
     traces.configure()
     link = Link()
     nc = await connect(settings, "sophia-edge", link)
@@ -70,17 +76,15 @@ async def open_edge(settings: Settings, edge_settings: EdgeSettings) -> AsyncIte
         async with anyio.create_task_group() as tg:
             edge = await _wire(bus, link, settings, edge_settings)
             await tg.start(edge.catalog.run)
-            await tg.start(edge.tokens.run)
-            await tg.start(edge.sessions.watch)
-            sub = await nc.subscribe(
-                bus.subjects.event("edge", "cancel"), cb=_canceller(edge.inflight)
-            )
+            if shared:
+                await tg.start(edge.tokens.run)
+                await tg.start(edge.sessions.watch)
+                subject = bus.subjects.event("edge", "cancel")
+                await nc.subscribe(subject, cb=_canceller(edge.inflight))
             try:
                 yield edge
             finally:
                 edge.closing.set()
-                with anyio.move_on_after(2, shield=True):
-                    await sub.unsubscribe()
                 tg.cancel_scope.cancel()
     finally:
         with anyio.move_on_after(DRAIN_S, shield=True):

@@ -89,7 +89,7 @@ async def _report_started(server: _Server, task_status: TaskStatus[_Server]) -> 
 
 async def serve_stdio(settings: Settings, edge_settings: EdgeSettings, tools: list[str]) -> None:
     """Serve MCP on stdin/stdout as the local user until end of input."""
-    async with open_edge(settings, edge_settings) as edge:
+    async with open_edge(settings, edge_settings, shared=False) as edge:
         base = CallScope(
             principal=LOCAL,
             transport="mcp-stdio",

@@ -1,0 +1,372 @@
+"""Edge benchmark: MCP through the edge, the bus and an agent against the SDK's bare server.
+
+Prints one JSON object. Every MCP figure comes from the ``mcp`` SDK's own client, the same
+load generator on both sides:
+
+- ``sdk_*``: a bare ``MCPServer`` with one trivial async tool and nothing behind it, in its
+  best configuration (uvloop; HTTP with ``json_response=True``, stateful);
+- ``mcp_*``: the edge (``sophia mcp`` over stdio, ``python -m edge`` over HTTP) calling a
+  trivial endpoint of an agent over NATS;
+- stdio runs sequential calls on one session; HTTP runs 8 concurrent sessions;
+- ``bus_p50_ms`` is the same request sent straight on the bus; ``mcp_added_p50_ms`` is the
+  edge's stdio p50 over it; ``http_*`` is ``POST /v1/bench/echo`` (8 concurrent clients for
+  the rate, sequential for the p50).
+
+Rounds alternate bare and edge; each figure is the median over rounds.
+
+    python bench/edge.py [--calls 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+from bus import Agent, Settings, endpoint  # noqa: E402
+from bus.client import Bus  # noqa: E402
+from bus.connection import connect  # noqa: E402
+from bus.runner import backend_options  # noqa: E402
+from bus.topology import ensure_streams  # noqa: E402
+from edge.tokens import create_token  # noqa: E402
+from ops.natsserver import NatsServer, free_port, port_open  # noqa: E402
+
+CONCURRENCY = 8
+ARGS = {"text": "hello world"}
+PAYLOAD = msgspec.json.encode(ARGS)
+
+
+class EchoRequest(msgspec.Struct, kw_only=True):
+    text: str
+
+
+class EchoReply(msgspec.Struct, kw_only=True):
+    text: str
+
+
+class BenchAgent(Agent, name="bench"):
+    """A trivial endpoint, so the edge's own cost shows."""
+
+    @endpoint(public=True)
+    async def echo(self, req: EchoRequest) -> EchoReply:
+        """Return the text."""
+        return EchoReply(text=req.text)
+
+
+# ---- the processes under test ----------------------------------------------------------------
+
+
+def bare_server() -> Any:
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bare", log_level="WARNING")
+
+    @server.tool()
+    async def echo(text: str) -> str:
+        """Return the text."""
+        return text
+
+    return server
+
+
+def role_main(role: str, port: int) -> None:
+    """Run one process of the benchmark: the agent, or the bare SDK server."""
+    opts = backend_options()
+    if role == "agent":
+        from bus.runner import serve
+
+        anyio.run(serve, BenchAgent(), backend="asyncio", backend_options=opts)
+    elif role == "bare-stdio":
+        anyio.run(bare_server().run_stdio_async, backend="asyncio", backend_options=opts)
+    elif role == "bare-http":
+        server = bare_server()
+        anyio.run(
+            lambda: server.run_streamable_http_async(port=port, json_response=True),
+            backend="asyncio",
+            backend_options=opts,
+        )
+
+
+def spawn(role: str, env: dict[str, str], port: int = 0) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, __file__, "--role", role, "--port", str(port)]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+
+
+def spawn_edge(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+
+
+async def wait_port(port: int, limit_s: float = 30.0) -> None:
+    with anyio.fail_after(limit_s):
+        while not await anyio.to_thread.run_sync(port_open, "127.0.0.1", port):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+# ---- load generators (identical for bare and edge) -------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def sequential(call: Callable[[], Awaitable[Any]], count: int) -> tuple[float, list[float]]:
+    """Calls per second and each call's latency (seconds), one call at a time."""
+    for _ in range(min(200, count // 5)):
+        await call()
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(count):
+        t = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - t)
+    return count / (time.perf_counter() - start), latencies
+
+
+async def concurrent(calls: list[Callable[[], Awaitable[Any]]], count: int) -> float:
+    """Calls per second with one loop per callable, ``count`` calls in all."""
+    per = count // len(calls)
+    for call in calls:
+        for _ in range(20):
+            await call()
+
+    async def loop(call: Callable[[], Awaitable[Any]]) -> None:
+        for _ in range(per):
+            await call()
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for call in calls:
+            tg.start_soon(loop, call)
+    return per * len(calls) / (time.perf_counter() - start)
+
+
+def tool_call(session: ClientSession, name: str) -> Callable[[], Awaitable[Any]]:
+    async def call() -> None:
+        result = await session.call_tool(name, ARGS)
+        if result.is_error:
+            raise RuntimeError(f"{name} failed: {result.content}")
+
+    return call
+
+
+@asynccontextmanager
+async def stdio_session(params: StdioServerParameters, tool: str) -> AsyncIterator[ClientSession]:
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        with anyio.fail_after(30):  # the edge discovers the agent within a poll or two
+            while tool not in {t.name for t in (await session.list_tools()).tools}:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        yield session
+
+
+@asynccontextmanager
+async def http_sessions(url: str, token: str, count: int) -> AsyncIterator[list[ClientSession]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
+        sessions: list[ClientSession] = []
+        async with anyio.create_task_group() as tg:
+            ready = anyio.Event()
+            done = anyio.Event()
+
+            async def one() -> None:
+                async with (
+                    streamable_http_client(url, http_client=client) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    sessions.append(session)
+                    if len(sessions) == count:
+                        ready.set()
+                    await done.wait()
+
+            for _ in range(count):
+                tg.start_soon(one)
+            with anyio.fail_after(30):
+                await ready.wait()
+            try:
+                yield sessions
+            finally:
+                done.set()
+
+
+# ---- one round -------------------------------------------------------------------------------
+
+
+async def measure_bus(bus: Bus, count: int) -> float:
+    subject = bus.subjects.endpoint("bench", "echo")
+
+    async def call() -> None:
+        await bus.request_raw(subject, PAYLOAD)
+
+    _, latencies = await sequential(call, count)
+    return percentile(latencies, 0.5)
+
+
+async def measure_stdio(
+    params: StdioServerParameters, tool: str, count: int
+) -> tuple[float, list[float]]:
+    async with stdio_session(params, tool) as session:
+        return await sequential(tool_call(session, tool), count)
+
+
+async def measure_http(url: str, token: str, tool: str, count: int) -> float:
+    async with http_sessions(url, token, CONCURRENCY) as sessions:
+        return await concurrent([tool_call(s, tool) for s in sessions], count)
+
+
+async def measure_api(url: str, token: str, count: int) -> tuple[float, float]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as client:
+
+        async def call() -> None:
+            response = await client.post("/v1/bench/echo", content=PAYLOAD)
+            response.raise_for_status()
+
+        rps = await concurrent([call] * CONCURRENCY, count)
+        _, latencies = await sequential(call, count // 2)
+    return rps, percentile(latencies, 0.5)
+
+
+# ---- the whole run ---------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    home = tempfile.mkdtemp(prefix="sophia-bench-edge-")
+    nats_server = NatsServer(store_dir=Path(home) / "nats")
+    nats_server.start()
+    settings = Settings(nats_url=nats_server.url, prefix=f"be{uuid.uuid4().hex[:8]}", home=home)
+    edge_port, bare_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SOPHIA_NATS_URL": settings.nats_url,
+        "SOPHIA_PREFIX": settings.prefix,
+        "SOPHIA_HOME": home,
+        "SOPHIA_LOG_LEVEL": "error",
+        "SOPHIA_EDGE_BIND": f"127.0.0.1:{edge_port}",
+        "SOPHIA_EDGE_RATE_PER_S": "1000000",
+        "SOPHIA_EDGE_RATE_BURST": "1000000",
+        "PYTHONPATH": str(ROOT),
+    }
+    procs = [spawn("agent", env), spawn("bare-http", env, bare_port)]
+    nc = await connect(settings, "bench")
+    bus = Bus(nc, settings)
+    try:
+        await ensure_streams(bus.js, settings)
+        token = await create_token(
+            await bus.js.key_value(bus.subjects.config_bucket), "bench", ["*"]
+        )
+        procs.append(spawn_edge(env))
+        await wait_port(edge_port)
+        await wait_port(bare_port)
+        return await rounds(args, env, bus, token, edge_port, bare_port)
+    finally:
+        await nc.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        nats_server.stop()
+
+
+async def rounds(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    bus: Bus,
+    token: str,
+    edge_port: int,
+    bare_port: int,
+) -> dict[str, Any]:
+    bare_stdio = StdioServerParameters(
+        command=sys.executable, args=[__file__, "--role", "bare-stdio"], env=env
+    )
+    edge_stdio = StdioServerParameters(
+        command=sys.executable, args=["-m", "ops.cli", "mcp"], env=env
+    )
+    edge_url = f"http://127.0.0.1:{edge_port}"
+    figures: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        figures.setdefault(key, []).append(value)
+
+    for _ in range(args.rounds):
+        add("bus_p50_ms", await measure_bus(bus, args.calls))
+        rate, _ = await measure_stdio(bare_stdio, "echo", args.calls)
+        add("sdk_stdio_calls_per_s", rate)
+        rate, latencies = await measure_stdio(edge_stdio, "bench_echo", args.calls)
+        add("mcp_stdio_calls_per_s", rate)
+        add("mcp_p50_ms", percentile(latencies, 0.5))
+        add("mcp_p95_ms", percentile(latencies, 0.95))
+        add(
+            "sdk_http_calls_per_s",
+            await measure_http(f"http://127.0.0.1:{bare_port}/mcp", token, "echo", args.calls),
+        )
+        add(
+            "mcp_http_calls_per_s",
+            await measure_http(f"{edge_url}/mcp", token, "bench_echo", args.calls),
+        )
+        rps, p50 = await measure_api(edge_url, token, args.calls)
+        add("http_rps", rps)
+        add("http_p50_ms", p50)
+    return summary(figures, args)
+
+
+def summary(figures: dict[str, list[float]], args: argparse.Namespace) -> dict[str, Any]:
+    """Medians over rounds, and the two figures derived from them."""
+    result: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in figures.items()}
+    stdio = result["mcp_stdio_calls_per_s"] / result["sdk_stdio_calls_per_s"]
+    http = result["mcp_http_calls_per_s"] / result["sdk_http_calls_per_s"]
+    result["mcp_vs_sdk"] = round(min(stdio, http), 3)
+    result["mcp_vs_sdk_stdio"] = round(stdio, 3)
+    result["mcp_vs_sdk_http"] = round(http, 3)
+    result["mcp_added_p50_ms"] = round(result["mcp_p50_ms"] - result["bus_p50_ms"], 3)
+    result["calls"] = args.calls
+    result["rounds"] = args.rounds
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--role", choices=["agent", "bare-stdio", "bare-http"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        role_main(args.role, args.port)
+        return
+    result = anyio.run(run, args, backend="asyncio", backend_options=backend_options())
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
