@@ -34,9 +34,17 @@ GRACE_S = 10.0
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the edge owns shutdown."""
 
+    closing: anyio.Event | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def request_exit(self) -> None:
+        """Stop taking connections; end event streams now so they do not hold shutdown."""
+        if self.closing is not None:
+            self.closing.set()
+        self.should_exit = True
 
 
 def mcp_http(edge: Edge) -> McpHttp:
@@ -72,6 +80,7 @@ async def serve_http(
             server_header=False,
         )
         server = _Server(config)
+        server.closing = edge.closing
         async with anyio.create_task_group() as tg:
             tg.start_soon(_report_started, server, task_status)
             try:
@@ -107,7 +116,7 @@ async def _until_signalled(server: _Server) -> None:
             if server.should_exit:
                 server.force_exit = True
                 return
-            server.should_exit = True
+            server.request_exit()
 
 
 async def _serve_then_stop(

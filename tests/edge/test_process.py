@@ -1,0 +1,72 @@
+"""``python -m edge`` as ``sophia up`` runs it: serves on SOPHIA_EDGE_BIND, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import anyio
+import httpx
+import pytest
+
+from bus import Settings
+from ops.natsserver import free_port
+from tests.edge.agents import EchoAgent
+from tests.edge.conftest import MakeToken
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_edge_process_serves_then_stops_on_sigterm_with_a_stream_open(
+    settings: Settings, echo: EchoAgent, make_token: MakeToken
+) -> None:
+    token = await make_token()
+    port = free_port()
+    env = {
+        **os.environ,
+        "SOPHIA_NATS_URL": settings.nats_url,
+        "SOPHIA_PREFIX": settings.prefix,
+        "SOPHIA_HOME": settings.home,
+        "SOPHIA_EDGE_BIND": f"127.0.0.1:{port}",
+        "SOPHIA_LOG_LEVEL": "warning",
+    }
+    process = await anyio.open_process(
+        [sys.executable, "-m", "edge"], env=env, stderr=subprocess.DEVNULL
+    )
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers
+        ) as client:
+            with anyio.fail_after(20):
+                while True:
+                    try:
+                        if (await client.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await anyio.sleep(0.05)
+            init = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "1"},
+                },
+            }
+            opened = await client.post("/mcp", json=init)
+            session = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
+            async with client.stream("GET", "/mcp", headers=session) as stream:
+                assert stream.status_code == 200
+                process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(8):  # an open stream must not hold shutdown
+                    status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert status == 0
