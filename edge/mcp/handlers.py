@@ -3,8 +3,10 @@
 Every public endpoint is a tool ``<service>_<endpoint>`` whose input schema is the endpoint's
 request schema and whose output schema is its reply schema. A tool call is one bus request
 through the :class:`~edge.gateway.Gateway`; an agent's error comes back as a tool result with
-``isError`` and the body ``{"error", "code"}``, so the model can read it. Memory items are
-resources ``sophia://memory/items/{id}`` read through ``memory.get``.
+``isError`` and the body ``{"error", "code"}``, so the model can read it. An endpoint whose
+request has ``progress_subject`` gets an inbox there when the client asked for progress, and
+what arrives becomes ``notifications/progress``. Memory items are resources
+``sophia://memory/items/{id}`` read through ``memory.get``.
 """
 
 from __future__ import annotations
