@@ -41,12 +41,12 @@ class MemoryAgent(Agent, name="memory"):
         """Remember a decision, solution, error, doc or code item (secrets redacted first)."""
         return await self.engine.store(req)
 
-    @endpoint(public=True)
+    @endpoint(public=True, access="read")
     async def search(self, req: s.SearchRequest) -> s.SearchResult:
         """Find items by meaning and keywords; code hits carry path and line range."""
         return await self.engine.search(req)
 
-    @endpoint(public=True)
+    @endpoint(public=True, access="read")
     async def get(self, req: s.GetRequest) -> s.Item:
         """One item by id, its whole body. Raises NotFoundError (404)."""
         return await self.engine.get(req)
@@ -71,7 +71,7 @@ class MemoryAgent(Agent, name="memory"):
 
         return await self.engine.index(req, progress if subject else None)
 
-    @endpoint(public=True)
+    @endpoint(public=True, access="read")
     async def stats(self, req: s.StatsRequest) -> s.Stats:
         """Items per kind and tier, the model and device, cache and L1 hit counts."""
         return await self.engine.stats(req)
@@ -81,12 +81,12 @@ class MemoryAgent(Agent, name="memory"):
         """Save an editor session's context (redacted) to restore in the next session."""
         return await self.engine.session_save(req)
 
-    @endpoint(subject="session.load", public=True)
+    @endpoint(subject="session.load", public=True, access="read")
     async def session_load(self, req: s.SessionLoadRequest) -> s.Session:
         """The latest saved context of a session (``found`` false when there is none)."""
         return await self.engine.session_load(req)
 
-    @endpoint(subject="cache.lookup")
+    @endpoint(subject="cache.lookup", access="read")
     async def cache_lookup(self, req: s.CacheLookupRequest) -> s.CacheLookupResult:
         """A cached model response for this prompt, exact or by meaning."""
         return await self.engine.cache_lookup(req)

@@ -3,6 +3,7 @@
 from bus.agent import Agent
 from bus.client import Bus
 from bus.config import Settings
+from bus.context import message_headers
 from bus.errors import (
     BadRequestError,
     ConfigError,
@@ -30,5 +31,6 @@ __all__ = [
     "Subjects",
     "UnavailableError",
     "endpoint",
+    "message_headers",
     "work",
 ]

@@ -26,7 +26,7 @@ from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import codec, topology, tracing
+from bus import codec, context, topology, tracing
 from bus.client import Bus, service_error
 from bus.config import Settings, load
 from bus.connection import Link, connect
@@ -213,7 +213,11 @@ class Agent:
         ) as span:
             try:
                 request = codec.decode(msg.data, spec.request_type, msgpack)
-                reply = await handler(request)
+                token = context.enter(msg.headers)
+                try:
+                    reply = await handler(request)
+                finally:
+                    context.leave(token)
                 payload = codec.encode(reply, msgpack)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 code, text = 400, str(exc)

@@ -37,15 +37,19 @@ class EndpointSpec:
     reply_type: Any
     public: bool
     description: str
+    access: str = ""  # "read": the endpoint changes nothing (scopes like memory:read reach it)
 
     def metadata(self) -> dict[str, str]:
         """Service-API metadata: schemas JSON-encoded, since metadata values are strings."""
-        return {
+        metadata = {
             "request_schema": json.dumps(msgspec.json.schema(self.request_type), sort_keys=True),
             "response_schema": json.dumps(msgspec.json.schema(self.reply_type), sort_keys=True),
             "description": self.description,
             "public": "true" if self.public else "false",
         }
+        if self.access:
+            metadata["access"] = self.access
+        return metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +60,24 @@ class WorkSpec:
     item_type: Any
 
 
-def endpoint(fn: F | None = None, *, subject: str | None = None, public: bool = False) -> Any:
+ACCESS_KINDS = ("", "read")
+
+
+def endpoint(
+    fn: F | None = None, *, subject: str | None = None, public: bool = False, access: str = ""
+) -> Any:
     """Mark an async method as a request/reply endpoint.
 
     ``subject`` is the part after ``sophia.<service>.`` (default: the method name);
     it may be dotted (``session.save``). ``public`` endpoints become edge tools.
+    ``access="read"`` declares that the endpoint changes nothing: a token scoped
+    ``<service>:read`` reaches it, and its tool is marked read-only.
     """
+    if access not in ACCESS_KINDS:
+        raise TypeError(f"endpoint access {access!r}: must be '' or 'read'")
 
     def mark(f: F) -> F:
-        setattr(f, _ENDPOINT_ATTR, (subject, public))
+        setattr(f, _ENDPOINT_ATTR, (subject, public, access))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -108,7 +121,7 @@ def _signature_types(cls: type, attr: str, fn: Callable[..., Any]) -> tuple[Any,
 
 
 def _endpoint_spec(cls: type, attr: str, fn: Callable[..., Any]) -> EndpointSpec:
-    subject, public = getattr(fn, _ENDPOINT_ATTR)
+    subject, public, access = getattr(fn, _ENDPOINT_ATTR)
     request_type, reply_type = _signature_types(cls, attr, fn)
     where = f"{cls.__name__}.{attr}"
     if not _is_struct_type(reply_type):
@@ -120,7 +133,7 @@ def _endpoint_spec(cls: type, attr: str, fn: Callable[..., Any]) -> EndpointSpec
     if not _NAME.match(name):
         raise TypeError(f"{where}: endpoint name {name!r} is not allowed")
     doc = inspect.cleandoc(fn.__doc__ or "").strip()
-    return EndpointSpec(attr, name, tail, request_type, reply_type, public, doc)
+    return EndpointSpec(attr, name, tail, request_type, reply_type, public, doc, access)
 
 
 def collect(cls: type) -> tuple[dict[str, EndpointSpec], WorkSpec | None]:

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import codec, tracing
+from bus import codec, context, tracing
 from bus.client import MSG_ID_HEADER, Bus
 from bus.errors import SophiaError
 from bus.schemas.common import DeadLetter
@@ -196,7 +196,11 @@ class WorkConsumer:
                 return
             try:
                 item = codec.decode(msg.data, self.item_type, codec.is_msgpack(msg.headers))
-                await self.handler(item)
+                token = context.enter(msg.headers)
+                try:
+                    await self.handler(item)
+                finally:
+                    context.leave(token)
             except anyio.get_cancelled_exc_class():
                 with anyio.move_on_after(2, shield=True):
                     await msg.nak()

@@ -80,7 +80,7 @@ class FrontDoor:
         self, scope: Scope, who: Principal | None, error: SophiaError, started: float
     ) -> None:
         params = scope.get("path_params", {})
-        await self.edge.auditor.record(
+        self.edge.auditor.record(
             principal=who.name if who else "",
             transport=self.transport,
             service=params.get("service", "mcp"),

@@ -10,9 +10,8 @@ a :class:`~bus.schemas.edge.CallCancelled` event so the agent may stop too.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -37,6 +36,7 @@ from edge.catalog import Catalog, Endpoint
 from edge.traces import trace_id_of
 
 log = logging.getLogger("sophia.edge")
+_ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not secrecy
 
 #: service-error code -> HTTP status; a bus timeout is the gateway's, hence 504
 HTTP_STATUS = {400: 400, 401: 401, 403: 403, 404: 404, 408: 504, 413: 413, 429: 429, 503: 503}
@@ -47,7 +47,8 @@ def http_status(code: int) -> int:
 
 
 def new_call_id() -> str:
-    return os.urandom(16).hex()
+    """A unique id for one call (it names the call in audit and cancel events; not a secret)."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 class Gateway:
@@ -102,7 +103,7 @@ class Gateway:
             status = 500
             raise
         finally:
-            record = self.auditor.record(
+            self.auditor.record(
                 principal=principal.name,
                 transport=transport,
                 service=endpoint.service,
@@ -113,12 +114,12 @@ class Gateway:
                 trace_id=trace_id_of(span),
                 request_bytes=len(payload),
             )
-            await (self._cancelled(record, call_id) if status == 499 else record)
+            if status == 499:
+                await self._cancelled(call_id)
 
-    async def _cancelled(self, record: Awaitable[None], call_id: str) -> None:
-        """Audit a cancelled call and tell the agent, even though the caller is cancelled."""
+    async def _cancelled(self, call_id: str) -> None:
+        """Tell the agent that the caller cancelled, even though the caller is cancelled."""
         with anyio.move_on_after(2, shield=True):
-            await record
             await self._publish_cancel(CallCancelled(call_id=call_id, reason="client"))
 
     async def _forward(self, endpoint: Endpoint, args: Any, payload: bytes, call_id: str) -> bytes:

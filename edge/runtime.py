@@ -76,6 +76,7 @@ async def open_edge(
         async with anyio.create_task_group() as tg:
             edge = await _wire(bus, link, settings, edge_settings)
             await tg.start(edge.catalog.run)
+            await tg.start(edge.auditor.run)
             if shared:
                 await tg.start(edge.tokens.run)
                 await tg.start(edge.sessions.watch)

@@ -26,7 +26,7 @@ from opentelemetry.trace import (
 from bus import tracing
 
 _tracer = trace.get_tracer("sophia.edge")
-_random = random.SystemRandom()
+_random = random.Random()  # as the SDK's own id generator: unique, not secret
 
 
 def configure() -> None:

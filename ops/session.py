@@ -38,6 +38,11 @@ async def open_bus(
 ) -> AsyncIterator[Bus]:
     """A connected Bus for one command, drained on exit. Raises UnavailableError."""
     url = redact_url(settings.nats_url)
+    failures: list[Exception] = []
+
+    async def note_failure(exc: Exception) -> None:  # instead of nats-py's printed tracebacks
+        failures.append(exc)
+
     try:
         with anyio.fail_after(connect_timeout + 1):
             nc = await nats.connect(
@@ -45,11 +50,15 @@ async def open_bus(
                 name="sophia-cli",
                 connect_timeout=connect_timeout,
                 allow_reconnect=False,
-                max_reconnect_attempts=0,
+                max_reconnect_attempts=1,  # one retry, then NoServersError (0 means forever)
+                reconnect_time_wait=0.1,
+                error_cb=note_failure,
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
+        cause = failures[-1] if failures else exc
+        reason = getattr(cause, "strerror", None) or type(cause).__name__
         raise UnavailableError(
-            f"NATS is not reachable at {url} ({type(exc).__name__}); is the stack up? (`sophia up`)"
+            f"NATS is not reachable at {url} ({reason}); is the stack up? (`sophia up`)"
         ) from None
     try:
         yield Bus(nc, settings)

@@ -79,8 +79,14 @@ class McpCore:
     ) -> bytes:
         """The JSON-RPC reply to the request ``msg``; never raises for a handler's failure."""
         assert isinstance(msg.method, str) and msg.id is not None  # a request, checked by decode
-        exchange = Exchange(scope, msg.id)
         try:
+            if msg.method == "tools/call" and self._direct(runner, msg):
+                assert runner is not None
+                version = runner.connection.protocol_version
+                result = await self.tools.call_tool_direct(scope, msg.params or {}, version)
+                if result is not None:
+                    return jsonrpc.result(msg.id, result)
+            exchange = Exchange(scope, msg.id)
             if runner is None or (msg.method != "initialize" and has_modern_envelope(msg.params)):
                 result = await self._answer_modern(runner, exchange, msg, headers)
             else:
@@ -92,6 +98,17 @@ class McpCore:
                 return jsonrpc.error(msg.id, INTERNAL_ERROR, "internal error")
             return jsonrpc.error(msg.id, error.code, error.message, error.data)
         return jsonrpc.result(msg.id, result)
+
+    @staticmethod
+    def _direct(runner: ServerRunner[Any] | None, msg: Message) -> bool:
+        """Whether the edge answers ``msg`` itself: the hot path, ``tools/call`` on a connection
+        past its handshake. Everything else (and any call in an unusual shape) goes through
+        the SDK's kernel."""
+        return (
+            runner is not None
+            and runner.connection.initialize_accepted
+            and not has_modern_envelope(msg.params)
+        )
 
     async def _answer_modern(
         self,

@@ -11,6 +11,7 @@ what arrives becomes ``notifications/progress``. Memory items are resources
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import methods as spec_methods
 
 from bus import codec
 from bus.errors import SophiaError
@@ -49,6 +51,40 @@ def tool_result(reply: bytes) -> dict[str, Any]:
     result["isError"] = False
     result["resultType"] = "complete"  # required from 2026-07-28; older sessions drop it
     return result
+
+
+def wire_tool_result(reply: bytes, version: str) -> dict[str, Any]:
+    """:func:`tool_result` as the SDK would put it on the wire for protocol ``version``.
+
+    The agent's reply (a JSON object, as every endpoint's reply is) is embedded raw as the
+    structured content rather than decoded and encoded again.
+    """
+    keys = result_keys(version)
+    result: dict[str, Any] = {"content": [{"type": "text", "text": reply.decode()}]}
+    if "structuredContent" in keys and reply[:1] == b"{":
+        result["structuredContent"] = msgspec.Raw(reply)
+    result["isError"] = False
+    if "resultType" in keys:
+        result["resultType"] = "complete"
+    return result
+
+
+def wire_tool_error(error: SophiaError, version: str) -> dict[str, Any]:
+    keys = result_keys(version)
+    return {k: v for k, v in tool_error(error).items() if k in keys}
+
+
+@cache
+def result_keys(version: str) -> frozenset[str]:
+    """The ``tools/call`` result fields protocol ``version`` carries, as the SDK's sieve keeps
+    them (``resultType`` only from 2026-07-28, for one)."""
+    sample = {
+        "content": [{"type": "text", "text": "{}"}],
+        "structuredContent": {},
+        "isError": False,
+        "resultType": "complete",
+    }
+    return frozenset(spec_methods.serialize_server_result("tools/call", version, sample))
 
 
 def tool_error(error: SophiaError) -> dict[str, Any]:
@@ -139,20 +175,41 @@ class EdgeTools:
         return types.ListToolsResult(tools=[tool for _, tool in self.visible(scope_of(ctx))])
 
     async def call_tool(self, ctx: Context, params: types.CallToolRequestParams) -> dict[str, Any]:
-        scope = scope_of(ctx)
-        endpoint = self._endpoint_for(scope, params.name)
-        args = params.arguments or {}
-        call_id = new_call_id()
-        with edge_span(f"tools/call {params.name}", scope.carrier):
-            try:
-                if not endpoint.progress_field:
-                    reply = await self._call(scope, endpoint, args, call_id)
-                else:  # the inbox is the edge's to name, never the client's
-                    args = {k: v for k, v in args.items() if k != PROGRESS_FIELD}
-                    reply = await self._call_with_progress(scope, endpoint, args, call_id)
-            except SophiaError as exc:
-                return tool_error(exc)
+        """The SDK kernel's handler (sessions in the 2026 per-request envelope take this way)."""
+        try:
+            reply = await self.run_tool(scope_of(ctx), params.name, params.arguments or {})
+        except SophiaError as exc:
+            return tool_error(exc)
         return tool_result(reply)
+
+    async def call_tool_direct(
+        self, scope: CallScope, params: dict[str, Any], version: str
+    ) -> dict[str, Any] | None:
+        """``tools/call`` on an initialised connection without the SDK kernel's model round
+        trips: the wire result for protocol ``version``, or ``None`` when ``params`` is not
+        the plain shape (then the kernel answers it, with its own errors)."""
+        name, args = params.get("name"), params.get("arguments")
+        if not isinstance(name, str) or not isinstance(args, dict | None):
+            return None
+        try:
+            reply = await self.run_tool(scope, name, args or {})
+        except SophiaError as exc:
+            return wire_tool_error(exc, version)
+        return wire_tool_result(reply, version)
+
+    async def run_tool(self, scope: CallScope, name: str, args: dict[str, Any]) -> bytes:
+        """Call tool ``name``: the agent's reply payload.
+
+        Raises MCPError (unknown tool, outside the token's scopes), SophiaError (the call failed).
+        """
+        endpoint = self._endpoint_for(scope, name)
+        call_id = new_call_id()
+        with edge_span(f"tools/call {name}", scope.carrier):
+            if not endpoint.progress_field:
+                return await self._call(scope, endpoint, args, call_id)
+            # the inbox is the edge's to name, never the client's
+            args = {k: v for k, v in args.items() if k != PROGRESS_FIELD}
+            return await self._call_with_progress(scope, endpoint, args, call_id)
 
     async def _call(
         self, scope: CallScope, endpoint: Endpoint, args: dict[str, Any], call_id: str

@@ -20,9 +20,9 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskGroup
 from mcp.server.runner import ServerRunner
 
+from bus.tasks import TaskSet
 from edge.catalog import Catalog
 from edge.mcp import jsonrpc
 from edge.mcp.core import McpCore, progress_token
@@ -31,6 +31,7 @@ from edge.mcp.inflight import Inflight
 from edge.mcp.jsonrpc import Message, RpcError
 
 EOF_GRACE_S = 10.0
+MAX_CONCURRENT = 256  # requests answered at once; reading stdin waits beyond that
 MAX_LINE_BYTES = 16 * 1_048_576
 
 
@@ -134,16 +135,21 @@ class StdioServer:
         self._io = io
         self.base.send = self._send_notification
         runner = self.core.runner(self.core.new_connection(session_id=self.session))
+        requests = TaskSet(MAX_CONCURRENT)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._announce_changes, runner)
-            while line := await io.readline():
-                if line.strip():
-                    await self._take(tg, runner, line)
-            with anyio.move_on_after(EOF_GRACE_S):
-                await self.inflight.wait_idle()
+            try:
+                while line := await io.readline():
+                    if line.strip():
+                        await self._take(requests, runner, line)
+                with anyio.move_on_after(EOF_GRACE_S):
+                    await requests.wait_idle()
+            finally:
+                with anyio.move_on_after(EOF_GRACE_S, shield=True):
+                    await requests.cancel_all()
             tg.cancel_scope.cancel()
 
-    async def _take(self, tg: TaskGroup, runner: ServerRunner[Any], line: bytes) -> None:
+    async def _take(self, requests: TaskSet, runner: ServerRunner[Any], line: bytes) -> None:
         try:
             msg = jsonrpc.decode(line)
         except RpcError as exc:
@@ -152,7 +158,7 @@ class StdioServer:
         if msg.is_request and msg.method == "initialize":
             await self._request(runner, msg)  # in order: a pipelined request sees its outcome
         elif msg.is_request:
-            tg.start_soon(self._request, runner, msg)
+            await requests.spawn(self._request(runner, msg))  # waits while MAX_CONCURRENT run
         elif msg.is_notification and msg.method == "notifications/cancelled":
             self.inflight.cancel(self.session, (msg.params or {}).get("requestId"))
         elif msg.is_notification:

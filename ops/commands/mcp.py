@@ -13,7 +13,6 @@ from bus.config import Settings, load
 from bus.errors import BadRequestError
 from edge.access import check_pattern
 from edge.config import EdgeSettings, split_list
-from edge.serve import serve_stdio
 from ops.cli import run_async
 
 
@@ -39,5 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
     logs.configure(settings.log_level)
+    from edge.serve import serve_stdio  # the MCP stack loads only for this command
+
     run_async(serve_stdio, settings, edge_settings, tools)
     return 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import anyio
 import msgspec
 
-from bus import Agent, BadRequestError, NotFoundError, RetryableError, endpoint, work
+from bus import (
+    Agent,
+    BadRequestError,
+    NotFoundError,
+    RetryableError,
+    endpoint,
+    message_headers,
+    work,
+)
 
 
 class EchoRequest(msgspec.Struct, kw_only=True):
@@ -15,6 +23,15 @@ class EchoRequest(msgspec.Struct, kw_only=True):
 
 class EchoReply(msgspec.Struct, kw_only=True):
     text: str
+
+
+class HeaderRequest(msgspec.Struct, kw_only=True):
+    name: str
+    wait_s: float = 0.0  # let other requests run meanwhile
+
+
+class HeaderReply(msgspec.Struct, kw_only=True):
+    value: str
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -39,6 +56,12 @@ class EchoAgent(Agent, name="echo"):
         """Raise NotFoundError for any text."""
         raise NotFoundError(f"no item named {req.text!r}")
 
+    @endpoint(access="read")
+    async def header(self, req: HeaderRequest) -> HeaderReply:
+        """The value of one header of this very request ('' when it has none)."""
+        await anyio.sleep(req.wait_s)
+        return HeaderReply(value=message_headers().get(req.name, ""))
+
     @endpoint
     async def crash(self, req: EchoRequest) -> EchoReply:
         """Fail with an unexpected exception that carries a secret in its text."""
@@ -53,6 +76,7 @@ class Worker(Agent, name="worker"):
         self.done: list[str] = []
         self.attempts: dict[str, int] = {}
         self.max_seen_in_flight = 0
+        self.msg_ids: dict[str, str] = {}  # job id -> the Nats-Msg-Id header it came with
 
     def dead_lettered_count(self) -> int:
         return self._consumer.dead_lettered if self._consumer is not None else 0
@@ -60,6 +84,7 @@ class Worker(Agent, name="worker"):
     @work
     async def handle(self, job: Job) -> None:
         self.attempts[job.id] = self.attempts.get(job.id, 0) + 1
+        self.msg_ids[job.id] = message_headers().get("Nats-Msg-Id", "")
         assert self._consumer is not None
         self.max_seen_in_flight = max(self.max_seen_in_flight, self._consumer.in_flight)
         if job.sleep_s:

@@ -93,3 +93,8 @@ def test_subjects_srv_control_subjects() -> None:
     assert srv("PING") == "$SRV.PING"
     assert srv("INFO", "memory") == "$SRV.INFO.memory"
     assert srv("STATS", "memory", "abc") == "$SRV.STATS.memory.abc"
+
+
+def test_endpoint_access_must_be_read_or_nothing() -> None:
+    with pytest.raises(TypeError, match="endpoint access 'write': must be '' or 'read'"):
+        endpoint(access="write")

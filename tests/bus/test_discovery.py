@@ -69,7 +69,7 @@ async def test_srv_info_publishes_endpoint_schemas_docs_and_visibility(
 ) -> None:
     [info] = await gather(bus, "$SRV.INFO.echo")
     endpoints = {e["name"]: e for e in info["endpoints"]}
-    assert set(endpoints) == {"say", "lookup_one", "crash", "health"}
+    assert set(endpoints) == {"say", "lookup_one", "header", "crash", "health"}
     say = endpoints["say"]
     assert say["subject"] == f"{bus.settings.prefix}.echo.say"
     assert say["queue_group"] == "echo"
@@ -79,6 +79,8 @@ async def test_srv_info_publishes_endpoint_schemas_docs_and_visibility(
     assert meta["description"] == "Return the text repeated ``times`` times."
     assert meta["public"] == "true"
     assert endpoints["health"]["metadata"]["public"] == "false"
+    assert endpoints["header"]["metadata"]["access"] == "read"  # changes nothing
+    assert "access" not in meta
     assert info["description"] == "Echoes text back; fails on purpose when asked."
 
 

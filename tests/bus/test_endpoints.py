@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import msgspec
 import pytest
 
 from bus import Bus, NotFoundError
 from bus.errors import BadRequestError, InternalError, UnavailableError
-from tests.bus.agents import EchoAgent, EchoReply, EchoRequest
+from tests.bus.agents import EchoAgent, EchoReply, EchoRequest, HeaderReply, HeaderRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -17,6 +18,23 @@ pytestmark = pytest.mark.anyio
 async def test_endpoint_round_trip(echo: EchoAgent, bus: Bus) -> None:
     reply = await bus.request("echo", "say", EchoRequest(text="ab", times=2), EchoReply)
     assert reply == EchoReply(text="abab")
+
+
+async def test_handler_reads_its_own_requests_headers(echo: EchoAgent, bus: Bus) -> None:
+    subject = bus.subjects.endpoint("echo", "header")
+    values: dict[int, str] = {}
+
+    async def ask(i: int) -> None:
+        payload = msgspec.json.encode(HeaderRequest(name="X-Caller", wait_s=0.05))
+        msg = await bus.request_raw(subject, payload, {"X-Caller": f"c{i}"})
+        values[i] = msgspec.json.decode(msg.data, type=HeaderReply).value
+
+    async with anyio.create_task_group() as tg:  # interleaved: each must see its own
+        for i in range(8):
+            tg.start_soon(ask, i)
+    assert values == {i: f"c{i}" for i in range(8)}
+    bare = await bus.request_raw(subject, b'{"name": "X-Caller"}')
+    assert msgspec.json.decode(bare.data, type=HeaderReply).value == ""
 
 
 async def test_endpoint_answers_plain_json_like_nats_req(echo: EchoAgent, bus: Bus) -> None:

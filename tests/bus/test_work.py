@@ -52,6 +52,7 @@ async def test_work_is_acked_after_handler_succeeds(worker: Worker, bus: Bus) ->
     assert await settle(lambda: consumer_state(bus), (0, 0)) == (0, 0)
     stream = await bus.js.stream_info(bus.subjects.work_stream)
     assert stream.state.messages == 0  # work-queue retention: acked items are gone
+    assert worker.msg_ids == {f"j{i}": f"j{i}" for i in range(20)}  # each saw its own headers
 
 
 async def test_work_retryable_failure_is_redelivered_until_it_succeeds(

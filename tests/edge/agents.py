@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 from typing import Any
 
 import anyio
@@ -10,10 +9,8 @@ import msgspec
 from nats.aio.msg import Msg
 from opentelemetry import trace
 
-from bus import Agent, BadRequestError, NotFoundError, SophiaError, endpoint
+from bus import Agent, BadRequestError, NotFoundError, SophiaError, endpoint, message_headers
 from bus.schemas.edge import CALL_ID_HEADER, CallCancelled, CallProgress
-
-_call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
 
 class SayRequest(msgspec.Struct, kw_only=True):
@@ -79,15 +76,6 @@ class EchoAgent(Agent, name="echo"):
 
         await self.nc.subscribe(self.bus.subjects.event("edge", "cancel"), cb=on_cancel)
 
-    async def _respond(self, spec: Any, handler: Any, msg: Msg) -> str | None:
-        # The runtime does not hand request headers to handlers yet; matching a cancellation
-        # needs the edge's call id, so this test agent reads it here.
-        token = _call_id.set((msg.headers or {}).get(CALL_ID_HEADER, ""))
-        try:
-            return await super()._respond(spec, handler, msg)
-        finally:
-            _call_id.reset(token)
-
     @endpoint(public=True)
     async def say(self, req: SayRequest) -> SayReply:
         """Return the text repeated ``times`` times.
@@ -122,7 +110,7 @@ class EchoAgent(Agent, name="echo"):
             if req.progress_subject:
                 update = CallProgress(progress=step, total=req.steps, message=f"step {step}")
                 await self.nc.publish(req.progress_subject, msgspec.json.encode(update))
-        call_id = _call_id.get()
+        call_id = message_headers().get(CALL_ID_HEADER, "")
         with anyio.CancelScope() as scope:
             self.running[call_id] = scope
             await anyio.sleep(req.wait_s)

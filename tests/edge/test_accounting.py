@@ -12,6 +12,7 @@ from nats.aio.subscription import Subscription
 
 from bus import Bus
 from bus.schemas.edge import AuditEvent, CallCancelled
+from edge.audit import Auditor
 from tests.edge.agents import EchoAgent
 from tests.edge.clients import http_session
 from tests.edge.conftest import RunningEdge
@@ -96,3 +97,23 @@ async def test_mcp_cancellation_reaches_the_bus_and_the_agent(
     assert any(e.session for e in events)  # the client's cancel, as the replicas heard it
     assert (audited[0].endpoint, audited[0].outcome, audited[0].code) == ("slow", "cancelled", 499)
     assert after.structured_content == {"text": "next"}
+
+
+async def test_audit_events_queued_at_shutdown_are_published(bus: Bus, audit: Subscription) -> None:
+    auditor = Auditor(bus.nc, bus.subjects, flush_s=60)  # no timed flush during the test
+    async with anyio.create_task_group() as tg:
+        await tg.start(auditor.run)
+        for i in range(3):
+            auditor.record(
+                principal="p",
+                transport="http",
+                service="echo",
+                endpoint="say",
+                code=200,
+                started=0.0,
+                call_id=f"c{i}",
+            )
+        tg.cancel_scope.cancel()  # the edge stopping: what is queued still goes out
+    events = [event for _, event in await next_events(audit, 3)]
+    assert [e.call_id for e in events] == ["c0", "c1", "c2"]
+    assert (auditor.failed, auditor.dropped) == (0, 0)

@@ -1,0 +1,31 @@
+"""What a handler may know about the message it is handling, beyond its typed request.
+
+Guarantee: inside an endpoint or work handler :func:`message_headers` returns that message's
+NATS headers (an empty mapping when it had none, and outside any handler); each handler task
+sees its own message's headers, never another's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from types import MappingProxyType
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_headers: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "sophia_message_headers", default=_EMPTY
+)
+
+
+def message_headers() -> Mapping[str, str]:
+    """The headers of the message the running handler was called for (read-only by contract)."""
+    return _headers.get()
+
+
+def enter(headers: Mapping[str, str] | None) -> contextvars.Token[Mapping[str, str]]:
+    """Make ``headers`` the running handler's; pass the token to :func:`leave` afterwards."""
+    return _headers.set(headers or _EMPTY)
+
+
+def leave(token: contextvars.Token[Mapping[str, str]]) -> None:
+    _headers.reset(token)
