@@ -6,9 +6,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from mcp_types import methods as spec_methods
+from mcp_types.version import KNOWN_PROTOCOL_VERSIONS
 
+from bus.errors import NotFoundError
 from edge.access import Principal, check_pattern, check_scope
 from edge.limits import RateLimiter
+from edge.mcp.handlers import tool_error, tool_result, wire_tool_error, wire_tool_result
 from edge.schema import InputValidator, inline_refs, object_schema
 
 
@@ -132,3 +136,17 @@ def test_validator_message_is_bounded() -> None:
     validator = InputValidator({"type": "object", "properties": {"t": {"type": "integer"}}})
     problem = validator.problem({"t": "x" * 10_000})
     assert problem is not None and len(problem) <= 200
+
+
+@pytest.mark.parametrize("version", sorted(KNOWN_PROTOCOL_VERSIONS))
+@pytest.mark.parametrize("ok", [True, False], ids=["result", "error"])
+def test_direct_tool_results_equal_what_the_sdk_kernel_puts_on_the_wire(
+    version: str, ok: bool
+) -> None:
+    reply = b'{"text":"caf\\u00e9 \\"quoted\\"","n":[1,2]}'
+    error = NotFoundError("no item 7")
+    direct = wire_tool_result(reply, version) if ok else wire_tool_error(error, version)
+    kernel = spec_methods.serialize_server_result(
+        "tools/call", version, tool_result(reply) if ok else tool_error(error)
+    )
+    assert msgspec.json.decode(msgspec.json.encode(direct)) == kernel
