@@ -29,6 +29,8 @@ log = logging.getLogger("sophia.bus")
 DUPLICATE_WINDOW_S = 120.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+SESSION_MAX_AGE_S = 24 * 3600.0  # an MCP session record expires a day after it was opened;
+# the client then gets 404 and initialises again, as the MCP specification has it
 PULL_MAX_WAITING = 512
 
 
@@ -78,16 +80,16 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     subjects = Subjects(settings.prefix)
     for config in stream_configs(subjects):
         await _ensure_stream(js, config)
-    for bucket, history in (
-        (subjects.tasks_bucket, 5),
-        (subjects.sessions_bucket, 1),
-        (subjects.config_bucket, 10),
+    for bucket, history, ttl in (
+        (subjects.tasks_bucket, 5, None),
+        (subjects.sessions_bucket, 1, SESSION_MAX_AGE_S),
+        (subjects.config_bucket, 10, None),
     ):
         try:
             await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+                KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
             )
             log.info("bucket_created", extra={"bucket": bucket})
 

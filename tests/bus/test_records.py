@@ -80,3 +80,16 @@ async def test_events_are_kept_in_the_events_stream(bus: Bus) -> None:
     assert msgspec.json.decode(msg.data, type=TaskEvent) == TaskEvent(task="t9", state="planned")
     info = await bus.js.stream_info(bus.subjects.events_stream)
     assert info.state.messages == 1
+
+
+async def test_buckets_exist_and_only_sessions_expire(bus: Bus) -> None:
+    subjects = bus.subjects
+    ages = {}
+    for bucket in (subjects.tasks_bucket, subjects.sessions_bucket, subjects.config_bucket):
+        status = await (await bus.js.key_value(bucket)).status()
+        ages[bucket] = status.ttl or None  # 0 and None both mean "kept until deleted"
+    assert ages == {
+        subjects.tasks_bucket: None,
+        subjects.sessions_bucket: 24 * 3600,
+        subjects.config_bucket: None,
+    }
