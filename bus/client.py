@@ -23,6 +23,7 @@ from bus.config import Settings
 from bus.connection import Link
 from bus.errors import (
     BadRequestError,
+    PayloadTooLargeError,
     TimeoutError_,
     UnavailableError,
     error_from_code,
@@ -73,7 +74,8 @@ class Bus:
     ) -> Msg:
         """Send one request and return the reply message, service errors included.
 
-        Raises UnavailableError (no responder, connection lost), TimeoutError_.
+        Raises UnavailableError (no responder, connection lost), TimeoutError_,
+        PayloadTooLargeError (over the server's max_payload: nothing was sent).
         """
         timeout = self.settings.request_timeout_s if timeout is None else timeout
         if self.link is not None and not self.link.connected:
@@ -87,6 +89,8 @@ class Bus:
                     return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
             except nats.errors.NoRespondersError:
                 raise UnavailableError(f"no service answers on {subject}") from None
+            except nats.errors.MaxPayloadError:
+                raise self._too_large(payload) from None
             except nats.errors.TimeoutError:
                 raise TimeoutError_(f"no reply on {subject} within {timeout:g}s") from None
             except nats.errors.ConnectionClosedError:
@@ -150,8 +154,16 @@ class Bus:
                 return await self.js.publish(subject, payload, headers=headers)
             except nats.errors.NoRespondersError:
                 raise UnavailableError(f"no stream takes {subject}") from None
+            except nats.errors.MaxPayloadError:
+                raise self._too_large(payload) from None
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
                 raise UnavailableError(f"publish to {subject} not acknowledged") from exc
+
+    def _too_large(self, payload: bytes) -> PayloadTooLargeError:
+        limit = self.nc.max_payload
+        return PayloadTooLargeError(
+            f"payload: {len(payload)} bytes is over the bus's limit of {limit} bytes"
+        )
 
     async def rtt_ms(self) -> float:
         """Measure one round trip to the NATS server. Raises UnavailableError."""

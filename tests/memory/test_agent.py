@@ -17,7 +17,7 @@ import pytest
 
 from agents.memory import MemoryAgent
 from bus import Bus, Settings
-from bus.errors import BadRequestError, NotFoundError, UnavailableError
+from bus.errors import BadRequestError, NotFoundError, PayloadTooLargeError, UnavailableError
 from bus.schemas import memory as s
 from bus.schemas.common import Empty, Health
 
@@ -142,7 +142,7 @@ async def test_ten_megabytes_never_reach_the_agent_and_it_keeps_serving(
     agent: MemoryAgent, bus: Bus
 ) -> None:
     body = msgspec.json.encode(s.StoreRequest(text="x" * 10_000_000))
-    with pytest.raises(nats.errors.MaxPayloadError):
+    with pytest.raises(PayloadTooLargeError, match=r"payload: \d+ bytes is over the bus's limit"):
         await bus.request_raw(bus.subjects.endpoint("memory", "store"), body)
     health = await bus.request("memory", "health", Empty(), Health)
     assert health.status == "ok"
