@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -34,10 +33,6 @@ def configure() -> None:
     tracing.configure("edge")
 
 
-def recording() -> bool:
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
-
-
 def trace_id_of(span: Span) -> str:
     ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
@@ -54,7 +49,7 @@ def _unrecorded(carrier: dict[str, str] | None) -> NonRecordingSpan:
 @contextmanager
 def edge_span(name: str, carrier: dict[str, str] | None) -> Iterator[Span]:
     """Run the block as the edge's span for one call; ``carrier``: incoming trace headers."""
-    if recording():
+    if tracing.recording():
         with _tracer.start_as_current_span(
             name,
             context=tracing.extract(carrier),
