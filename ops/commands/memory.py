@@ -40,7 +40,9 @@ def register(subparsers: Any) -> None:
     index.set_defaults(func=index_command)
     search = sub.add_parser("search", help="search memory by meaning and keywords")
     search.add_argument("query")
-    search.add_argument("--namespace", default="default")
+    search.add_argument(
+        "--namespace", default="default", help="default: 'default' (code: its directory's name)"
+    )
     search.add_argument("-k", type=int, default=5, help="how many hits (1-100)")
     search.add_argument("--kind", action="append", default=[], choices=s.KINDS)
     search.add_argument("--json", action="store_true", help="print the reply as JSON")
@@ -108,13 +110,30 @@ def search_command(args: argparse.Namespace) -> int:
     """Print the best hits: score, tier, where (path:lines or kind), first line."""
     settings = load(Settings)
     req = s.SearchRequest(query=args.query, namespace=args.namespace, k=args.k, kinds=args.kind)
-    result: s.SearchResult = run_async(_call, settings, "search", req, s.SearchResult)
+    result: s.SearchResult
+    result, others = run_async(_search, settings, req)
     if args.json:
         print(pretty_json(result))
         return 0
     rows = [(f"{h.score:.4f}", h.tier, _where(h), _first_line(h.text)) for h in result.hits]
-    print(table(("SCORE", "TIER", "WHERE", "TEXT"), rows) if rows else "no hits")
+    if rows:
+        print(table(("SCORE", "TIER", "WHERE", "TEXT"), rows))
+    elif others:
+        print(f"no hits in namespace {req.namespace!r}; memory also holds: {', '.join(others)}")
+        print("(--namespace NAME searches one of them)")
+    else:
+        print("no hits")
     return 0
+
+
+async def _search(settings: Settings, req: s.SearchRequest) -> tuple[s.SearchResult, list[str]]:
+    """The hits, and when there are none the other namespaces that hold items."""
+    async with open_bus(settings) as bus:
+        result = await _request(bus, "search", req, s.SearchResult)
+        if result.hits:
+            return result, []
+        stats = await _request(bus, "stats", s.StatsRequest(), s.Stats)
+    return result, [n for n in stats.namespaces if n != req.namespace]
 
 
 def _where(hit: s.Hit) -> str:

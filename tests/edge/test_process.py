@@ -38,7 +38,7 @@ async def test_edge_process_serves_then_stops_on_sigterm_with_a_stream_open(
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
     try:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers=headers
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
         ) as client:
             with anyio.fail_after(20):
                 while True:

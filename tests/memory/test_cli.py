@@ -54,6 +54,7 @@ async def test_cli_indexes_then_searches_and_shows_stats(
         capsys, "memory", "search", "sum of prices in the cart", "--namespace", "shop"
     )
     stats = await sophia(capsys, "memory", "stats")
+    elsewhere = await sophia(capsys, "memory", "search", "sum of prices in the cart")
     assert index[0] == 0
     assert "indexed shop: 2 files (2 changed, 0 removed), 2 chunks" in index[1]
     assert "2/2 files" in index[2]
@@ -61,6 +62,8 @@ async def test_cli_indexes_then_searches_and_shows_stats(
     assert "cart.py:1-2" in search[1].splitlines()[1]
     assert stats[0] == 0
     assert "2 items" in stats[1]
+    # the default namespace holds nothing: the CLI says where the items are
+    assert elsewhere[1].startswith("no hits in namespace 'default'; memory also holds: shop")
 
 
 async def test_cli_says_so_when_no_memory_agent_answers(
