@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -76,20 +76,27 @@ def recording() -> bool:
     return getattr(trace, "_TRACER_PROVIDER", None) is not None
 
 
-@contextmanager
-def _propagate_only(headers: dict[str, str] | None) -> Iterator[Span]:
-    parent = extract(headers)
-    if parent is None:
-        yield trace.INVALID_SPAN
-        return
-    token = otel_context.attach(parent)
-    try:
-        yield trace.INVALID_SPAN
-    finally:
-        otel_context.detach(token)
+class _Propagated:
+    """Makes the sender's context current without a span (a plain class: this is the hot
+    path of every handled message when no SDK is installed, and generators cost more)."""
+
+    __slots__ = ("_headers", "_token")
+
+    def __init__(self, headers: dict[str, str] | None) -> None:
+        self._headers = headers
+        self._token: object | None = None
+
+    def __enter__(self) -> Span:
+        parent = extract(self._headers) if self._headers else None
+        if parent is not None:
+            self._token = otel_context.attach(parent)
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
-@contextmanager
 def message_span(
     subject: str,
     headers: dict[str, str] | None,
@@ -97,7 +104,7 @@ def message_span(
     kind: SpanKind,
     operation: str,
     attributes: dict[str, Any],
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """Run the block in a span whose parent is the sender's (from ``headers``).
 
     With no SDK installed nothing could be recorded, so only the sender's context is
@@ -105,9 +112,18 @@ def message_span(
     then skips building a span that would be dropped.
     """
     if not recording():
-        with _propagate_only(headers) as span:
-            yield span
-        return
+        return _Propagated(headers)
+    return _recorded_span(subject, headers, kind, operation, attributes)
+
+
+@contextmanager
+def _recorded_span(
+    subject: str,
+    headers: dict[str, str] | None,
+    kind: SpanKind,
+    operation: str,
+    attributes: dict[str, Any],
+) -> Iterator[Span]:
     parent = extract(headers)
     attrs = {
         "messaging.system": "nats",
