@@ -25,6 +25,30 @@ class Query:
     until: float | None = None
 
 
+RANK_BUDGET = 4000  # documents a keyword search may rank for one query (see affordable_terms)
+
+
+def affordable_terms(counts: list[tuple[int, str]], budget: int) -> tuple[list[str], list[str]]:
+    """From (matching documents, term) pairs: the rarest terms whose matches add up to at most
+    ``budget`` documents, and every term that matches at all, rarest first.
+
+    Ranking costs time per matching document and term (BM25, ts_rank: ~100 ms for an OR of
+    common terms over 100k chunks), so terms are taken rarest first while their matches fit;
+    the most common ones, which the ranking weighs least, are left out. In a store smaller
+    than the budget nothing is left out. The first list is empty when no term fits: the
+    caller then requires every present term (AND) among a bounded set of documents.
+    """
+    present = sorted((n, term) for n, term in counts if n)
+    chosen: list[str] = []
+    total = 0
+    for n, term in present:
+        if total + n > budget:
+            break
+        chosen.append(term)
+        total += n
+    return chosen, [term for _, term in present]
+
+
 @dataclass(slots=True)
 class Record:
     """One item as the facts tier (L3) keeps it; the source of truth for every other tier."""

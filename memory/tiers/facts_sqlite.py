@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from memory.tiers.base import Query, Record
+from memory.tiers.base import RANK_BUDGET, Query, Record, affordable_terms
 
 T = TypeVar("T")
 
@@ -66,7 +66,6 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-RANK_BUDGET = 4000  # documents BM25 may score for one query (see _affordable)
 _COLUMNS = (
     "id, namespace, kind, text, metadata, path, language, tags, created_at, "
     "content_hash, model, archived, head, body"
@@ -153,8 +152,9 @@ class SqliteFactTier:
 
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, rank_budget: int = RANK_BUDGET) -> None:
         self.path = path
+        self.rank_budget = rank_budget
         self._db: sqlite3.Connection | None = None
         self._lock = anyio.CapacityLimiter(1)
 
@@ -222,14 +222,16 @@ class SqliteFactTier:
         return await self._call(self._keyword_search, terms, query, k)
 
     def _keyword_search(self, terms: list[str], query: Query, k: int) -> list[tuple[str, float]]:
-        chosen = self._affordable(terms)
-        quoted = [f'"{t}"' for t in (chosen or terms)]
+        chosen, present = self._affordable(terms)
+        if not present:
+            return []
+        quoted = [f'"{t}"' for t in (chosen or present)]
         match = (" OR " if chosen else " AND ").join(quoted)
         cond, args = where(query)
         if not chosen:  # every term is common: rank the newest documents that have them all
             newest = self._c.execute("SELECT coalesce(max(rowid), 0) FROM items").fetchone()[0]
             cond += " AND items_fts.rowid > ?"
-            args.append(newest - 4 * RANK_BUDGET)
+            args.append(newest - 4 * self.rank_budget)
         sql = (
             "SELECT items.id, bm25(items_fts, 4.0, 1.0) AS rank FROM items_fts "
             "JOIN items ON items.rowid = items_fts.rowid "
@@ -238,29 +240,12 @@ class SqliteFactTier:
         rows = self._c.execute(sql, [match, *args, k]).fetchall()
         return [(row[0], -float(row[1])) for row in rows]
 
-    def _affordable(self, terms: list[str]) -> list[str]:
-        """The rarest terms whose matches add up to at most RANK_BUDGET documents.
-
-        BM25 costs microseconds per matching document and term, so an OR of common terms
-        over 100k chunks costs ~100 ms. Terms are taken rarest first while their matches
-        fit the budget; the most common ones, which BM25 weighs least, are left out. In a
-        store smaller than the budget nothing is left out. Empty when no term fits: the
-        caller then requires every term (AND) among the newest 4 x budget documents.
-        """
-        counted: list[tuple[int, str]] = []
+    def _affordable(self, terms: list[str]) -> tuple[list[str], list[str]]:
+        """:func:`affordable_terms` (BM25's cost grows with every matching document)."""
         sql = "SELECT count(*) FROM (SELECT 1 FROM items_fts WHERE items_fts MATCH ? LIMIT ?)"
-        for term in terms:
-            n = self._c.execute(sql, (f'"{term}"', RANK_BUDGET + 1)).fetchone()[0]
-            if n:
-                counted.append((n, term))
-        chosen: list[str] = []
-        total = 0
-        for n, term in sorted(counted):
-            if total + n > RANK_BUDGET:
-                break
-            chosen.append(term)
-            total += n
-        return chosen
+        limit = self.rank_budget + 1
+        counts = [(self._c.execute(sql, (f'"{t}"', limit)).fetchone()[0], t) for t in terms]
+        return affordable_terms(counts, self.rank_budget)
 
     async def scan(self, after: str, limit: int) -> list[Record]:
         sql = f"{_SELECT} FROM items WHERE id > ? ORDER BY id LIMIT ?"
