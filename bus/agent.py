@@ -213,11 +213,8 @@ class Agent:
         ) as span:
             try:
                 request = codec.decode(msg.data, spec.request_type, msgpack)
-                token = context.enter(msg.headers)
-                try:
+                with context.handling(msg.headers):
                     reply = await handler(request)
-                finally:
-                    context.leave(token)
                 payload = codec.encode(reply, msgpack)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 code, text = 400, str(exc)

@@ -22,10 +22,17 @@ def message_headers() -> Mapping[str, str]:
     return _headers.get()
 
 
-def enter(headers: Mapping[str, str] | None) -> contextvars.Token[Mapping[str, str]]:
-    """Make ``headers`` the running handler's; pass the token to :func:`leave` afterwards."""
-    return _headers.set(headers or _EMPTY)
+class handling:
+    """Make ``headers`` the running handler's for the block (a plain class: this runs for
+    every handled message, and a generator-based manager costs more)."""
 
+    __slots__ = ("_headers", "_token")
 
-def leave(token: contextvars.Token[Mapping[str, str]]) -> None:
-    _headers.reset(token)
+    def __init__(self, headers: Mapping[str, str] | None) -> None:
+        self._headers = headers or _EMPTY
+
+    def __enter__(self) -> None:
+        self._token = _headers.set(self._headers)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _headers.reset(self._token)

@@ -9,11 +9,13 @@ therefore never lose each other's change.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
@@ -25,6 +27,21 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 MAX_ATTEMPTS = 16
 BACKOFF_S = 0.005
+
+
+@asynccontextmanager
+async def watching(kv: KeyValue, keys: str, **options: Any) -> AsyncIterator[Any]:
+    """A watcher on ``keys`` of ``kv`` (``KeyValue.watch`` options), stopped when the block
+    ends: within 2 s, even when the block was cancelled, a dead connection's error ignored."""
+    watcher = await kv.watch(keys, **options)
+    try:
+        yield watcher
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            try:
+                await watcher.stop()
+            except nats.errors.Error:
+                pass
 
 
 class Records(Generic[T]):

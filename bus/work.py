@@ -196,11 +196,8 @@ class WorkConsumer:
                 return
             try:
                 item = codec.decode(msg.data, self.item_type, codec.is_msgpack(msg.headers))
-                token = context.enter(msg.headers)
-                try:
+                with context.handling(msg.headers):
                     await self.handler(item)
-                finally:
-                    context.leave(token)
             except anyio.get_cancelled_exc_class():
                 with anyio.move_on_after(2, shield=True):
                     await msg.nak()

@@ -21,6 +21,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from bus.errors import BadRequestError, NotFoundError
+from bus.records import watching
 from bus.schemas.edge import TOKEN_KEY_PREFIX, TokenRecord
 from edge.access import Principal, check_pattern, check_scope
 
@@ -109,9 +110,8 @@ class TokenCache:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Watch the tokens until cancelled; reports ``started()`` once the initial set is in."""
-        watcher = await self._kv.watch(TOKEN_KEY_PREFIX + ">")
         started = False
-        try:
+        async with watching(self._kv, TOKEN_KEY_PREFIX + ">") as watcher:
             async for entry in watcher:
                 if entry is None:
                     if not started:
@@ -119,12 +119,6 @@ class TokenCache:
                         started = True
                     continue
                 self._apply(entry)
-        finally:
-            with anyio.move_on_after(2, shield=True):
-                try:
-                    await watcher.stop()
-                except nats.errors.Error:
-                    pass
 
     def _apply(self, entry: KeyValue.Entry) -> None:
         old = self._digest_of.pop(entry.key, None)

@@ -44,13 +44,8 @@ def error_body(error: SophiaError) -> dict[str, Any]:
 
 def tool_result(reply: bytes) -> dict[str, Any]:
     """A successful tool result: the reply as text and, being an object, as structured content."""
-    result: dict[str, Any] = {"content": [{"type": "text", "text": reply.decode()}]}
     value = msgspec.json.decode(reply) if reply else {}
-    if isinstance(value, dict):
-        result["structuredContent"] = value
-    result["isError"] = False
-    result["resultType"] = "complete"  # required from 2026-07-28; older sessions drop it
-    return result
+    return _result(reply, value if isinstance(value, dict) else None)
 
 
 def wire_tool_result(reply: bytes, version: str) -> dict[str, Any]:
@@ -59,19 +54,26 @@ def wire_tool_result(reply: bytes, version: str) -> dict[str, Any]:
     The agent's reply (a JSON object, as every endpoint's reply is) is embedded raw as the
     structured content rather than decoded and encoded again.
     """
-    keys = result_keys(version)
-    result: dict[str, Any] = {"content": [{"type": "text", "text": reply.decode()}]}
-    if "structuredContent" in keys and reply[:1] == b"{":
-        result["structuredContent"] = msgspec.Raw(reply)
-    result["isError"] = False
-    if "resultType" in keys:
-        result["resultType"] = "complete"
-    return result
+    structured = msgspec.Raw(reply) if reply[:1] == b"{" else None
+    return _sieve(_result(reply, structured), version)
 
 
 def wire_tool_error(error: SophiaError, version: str) -> dict[str, Any]:
+    return _sieve(tool_error(error), version)
+
+
+def _result(reply: bytes, structured: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {"content": [{"type": "text", "text": reply.decode()}]}
+    if structured is not None:
+        result["structuredContent"] = structured
+    result["isError"] = False
+    result["resultType"] = "complete"  # required from 2026-07-28; older sessions drop it
+    return result
+
+
+def _sieve(result: dict[str, Any], version: str) -> dict[str, Any]:
     keys = result_keys(version)
-    return {k: v for k, v in tool_error(error).items() if k in keys}
+    return {k: v for k, v in result.items() if k in keys}
 
 
 @cache

@@ -23,6 +23,7 @@ import pydantic
 from mcp.server.runner import ServerRunner
 from nats.js.kv import KeyValue
 
+from bus.records import watching
 from bus.schemas.edge import SessionRecord
 from edge.access import Principal
 from edge.mcp.core import McpCore
@@ -109,15 +110,8 @@ class Sessions:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Forget sessions deleted through other replicas; runs until cancelled."""
-        watcher = await self._kv.watch(">", meta_only=True)
-        task_status.started()
-        try:
+        async with watching(self._kv, ">", meta_only=True) as watcher:
+            task_status.started()
             async for entry in watcher:
                 if entry is not None and entry.operation in ("DEL", "PURGE"):
                     self._cache.pop(entry.key, None)
-        finally:
-            with anyio.move_on_after(2, shield=True):
-                try:
-                    await watcher.stop()
-                except nats.errors.Error:
-                    pass
