@@ -16,18 +16,15 @@ from bus import Bus, Settings
 from bus.agent import sophia_version
 from tests.bus.agents import EchoAgent, EchoRequest, Worker
 from tests.data import micro_v1
+from tests.fixtures.nats_server import running
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def agents(settings: Settings) -> AsyncIterator[tuple[EchoAgent, Worker]]:
-    async with anyio.create_task_group() as tg:
-        echo = await tg.start(EchoAgent(settings).run)
-        worker = await tg.start(Worker(settings).run)
+    async with running(EchoAgent(settings)) as echo, running(Worker(settings)) as worker:
         yield echo, worker
-        echo.stop()
-        worker.stop()
 
 
 async def gather(bus: Bus, subject: str, window_s: float = 0.5) -> list[dict]:

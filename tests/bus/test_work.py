@@ -13,6 +13,7 @@ from bus.schemas.common import DeadLetter
 from bus.subjects import Subjects
 from bus.work import backoff
 from tests.bus.agents import Job, Worker
+from tests.fixtures.nats_server import running
 from tests.polling import settle, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -20,10 +21,8 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    async with anyio.create_task_group() as tg:
-        agent = await tg.start(Worker(settings).run)
+    async with running(Worker(settings)) as agent:
         yield agent
-        agent.stop()
 
 
 async def consumer_state(bus: Bus) -> tuple[int, int]:

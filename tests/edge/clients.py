@@ -17,6 +17,21 @@ from mcp.client.streamable_http import streamable_http_client
 from bus import Settings
 from edge.config import EdgeSettings
 
+#: A raw ``initialize`` request, for tests that speak JSON-RPC without the SDK client.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+
+#: What a streamable-HTTP MCP client accepts.
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
 
 class Notifications:
     """Records the server notifications a session receives; tests wait on them."""

@@ -15,6 +15,7 @@ from edge.serve import serve_http
 from edge.tokens import create_token
 from ops.natsserver import free_port
 from tests.edge.agents import EchoAgent
+from tests.fixtures.nats_server import running
 
 MakeToken = Callable[..., Awaitable[str]]
 
@@ -50,10 +51,8 @@ def edge_settings() -> EdgeSettings:
 @pytest.fixture
 async def echo(settings: Settings) -> AsyncIterator[EchoAgent]:
     """The edge's own echo agent (more endpoints than the bus tests' one)."""
-    async with anyio.create_task_group() as tg:
-        agent = await tg.start(EchoAgent(settings).run)
+    async with running(EchoAgent(settings)) as agent:
         yield agent
-        agent.stop()
 
 
 async def start_edge(

@@ -11,7 +11,7 @@ import pytest
 
 from bus import Settings
 from tests.edge.agents import ExtraAgent, SayRequest
-from tests.edge.clients import Notifications, http_session
+from tests.edge.clients import MCP_HEADERS, Notifications, http_session
 from tests.edge.conftest import MakeToken, RunningEdge, wait_token
 
 pytestmark = pytest.mark.anyio
@@ -148,7 +148,7 @@ async def test_mcp_http_2026_envelope_needs_no_session(
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"},
     }
-    base = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version}
+    base = {**MCP_HEADERS, "MCP-Protocol-Version": version}
     listed = await http.post(
         "/mcp",
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}},

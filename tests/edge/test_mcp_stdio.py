@@ -11,7 +11,7 @@ import pytest
 from bus import Settings
 from edge.config import EdgeSettings
 from tests.edge.agents import EchoAgent, ExtraAgent
-from tests.edge.clients import Notifications, stdio_parameters, stdio_session
+from tests.edge.clients import INITIALIZE, Notifications, stdio_parameters, stdio_session
 
 pytestmark = pytest.mark.anyio
 
@@ -75,20 +75,10 @@ async def test_stdio_malformed_lines_get_errors_and_serving_goes_on(
     settings: Settings, edge_settings: EdgeSettings, echo: EchoAgent
 ) -> None:
     params = stdio_parameters(settings, edge_settings)
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
     lines = [
         b"{not json\n",
         b'{"jsonrpc": "2.0", "id": 7}\n',
-        json.dumps(initialize).encode() + b"\n",
+        json.dumps(INITIALIZE).encode() + b"\n",
     ]
     async with await anyio.open_process(
         [params.command, *params.args], env=params.env, stderr=subprocess.DEVNULL

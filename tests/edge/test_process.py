@@ -14,6 +14,7 @@ import pytest
 from bus import Settings
 from ops.natsserver import free_port
 from tests.edge.agents import EchoAgent
+from tests.edge.clients import INITIALIZE, MCP_HEADERS
 from tests.edge.conftest import MakeToken
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +36,7 @@ async def test_edge_process_serves_then_stops_on_sigterm_with_a_stream_open(
     process = await anyio.open_process(
         [sys.executable, "-m", "edge"], env=env, stderr=subprocess.DEVNULL
     )
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    headers = {"Authorization": f"Bearer {token}", **MCP_HEADERS}
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
@@ -48,17 +49,7 @@ async def test_edge_process_serves_then_stops_on_sigterm_with_a_stream_open(
                     except httpx.TransportError:
                         pass
                     await anyio.sleep(0.05)
-            init = {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "1"},
-                },
-            }
-            opened = await client.post("/mcp", json=init)
+            opened = await client.post("/mcp", json=INITIALIZE)
             session = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
             async with client.stream("GET", "/mcp", headers=session) as stream:
                 assert stream.status_code == 200

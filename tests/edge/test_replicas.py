@@ -12,9 +12,8 @@ import pytest
 from bus import Settings
 from edge.config import EdgeSettings
 from tests.edge.agents import EchoAgent
-from tests.edge.clients import http_session
+from tests.edge.clients import INITIALIZE, MCP_HEADERS, http_session
 from tests.edge.conftest import MakeToken, RunningEdge, start_edge, wait_token
-from tests.edge.test_security import INIT, MCP_HEADERS
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +73,7 @@ async def test_session_ended_on_one_replica_is_gone_on_the_other(
     await wait_token(first, token)
     await wait_token(second, token)
     async with httpx.AsyncClient(headers=auth) as client:
-        opened = await client.post(first.mcp, json=INIT)
+        opened = await client.post(first.mcp, json=INITIALIZE)
         session = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
         ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
         served = await client.post(second.mcp, json=ping, headers=session)

@@ -11,6 +11,7 @@ import pytest
 from bus import Bus, Settings
 from edge.tokens import revoke_token
 from tests.edge.agents import EchoAgent
+from tests.edge.clients import INITIALIZE, MCP_HEADERS
 from tests.edge.conftest import (
     MakeToken,
     RunningEdge,
@@ -20,18 +21,6 @@ from tests.edge.conftest import (
 )
 
 pytestmark = pytest.mark.anyio
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
 async def still_serves(http: httpx.AsyncClient) -> None:
@@ -50,7 +39,7 @@ async def test_no_valid_token_is_401(
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     async with httpx.AsyncClient(base_url=edge.url) as anonymous:
-        response = await anonymous.post(path, json=INIT, headers={**headers, **MCP_HEADERS})
+        response = await anonymous.post(path, json=INITIALIZE, headers={**headers, **MCP_HEADERS})
     assert response.status_code == 401
     assert response.json() == {"error": "bearer token required", "code": 401}
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -76,7 +65,9 @@ async def test_body_over_limit_is_413(edge: RunningEdge, http: httpx.AsyncClient
     big = {"text": "x" * (2 * 1_048_576)}
     api = await http.post("/v1/echo/say", json=big)
     mcp = await http.post(
-        "/mcp", json={**INIT, "params": {**INIT["params"], "pad": big}}, headers=MCP_HEADERS
+        "/mcp",
+        json={**INITIALIZE, "params": {**INITIALIZE["params"], "pad": big}},
+        headers=MCP_HEADERS,
     )
     assert api.status_code == 413
     assert mcp.status_code == 413
@@ -146,7 +137,7 @@ async def test_malformed_json_rpc_is_400_and_serving_goes_on(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == code
     assert response.json()["jsonrpc"] == "2.0"
-    initialized = await http.post("/mcp", json=INIT, headers=MCP_HEADERS)
+    initialized = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
     assert initialized.status_code == 200
     assert "mcp-session-id" in initialized.headers
 
@@ -166,7 +157,7 @@ async def test_unknown_session_is_404_and_missing_session_is_400(
 async def test_session_of_another_token_is_404(
     edge: RunningEdge, http: httpx.AsyncClient, make_token: MakeToken
 ) -> None:
-    opened = await http.post("/mcp", json=INIT, headers=MCP_HEADERS)
+    opened = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
     session = opened.headers["mcp-session-id"]
     other = await make_token("intruder")
     async with httpx.AsyncClient(

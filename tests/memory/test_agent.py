@@ -11,8 +11,6 @@ from pathlib import Path
 
 import anyio
 import msgspec
-import nats
-import nats.errors
 import pytest
 
 from agents.memory import MemoryAgent
@@ -20,24 +18,16 @@ from bus import Bus, Settings
 from bus.errors import BadRequestError, NotFoundError, PayloadTooLargeError, UnavailableError
 from bus.schemas import memory as s
 from bus.schemas.common import Empty, Health
+from tests.fixtures.nats_server import running
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
-    nc = await nats.connect(settings.nats_url)
-    yield Bus(nc, settings)
-    await nc.drain()
-
-
-@pytest.fixture
 async def agent(settings: Settings) -> AsyncIterator[MemoryAgent]:
-    async with anyio.create_task_group() as tg:
-        running = await tg.start(MemoryAgent(settings).run)
-        yield running
-        running.stop()
+    async with running(MemoryAgent(settings)) as agent:
+        yield agent
 
 
 async def test_agent_stores_and_searches_over_the_bus(agent: MemoryAgent, bus: Bus) -> None:

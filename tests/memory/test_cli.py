@@ -13,24 +13,15 @@ from bus import Settings
 from bus.schemas import memory as s
 from ops import cli
 from ops.commands.memory import progress_line
+from tests.fixtures.nats_server import running
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in ("home", "nats_url", "prefix", "request_timeout_s"):
-        monkeypatch.setenv(f"SOPHIA_{name.upper()}", str(getattr(settings, name)))
-    monkeypatch.delenv("SOPHIA_CONFIG", raising=False)
-    return settings
-
-
-@pytest.fixture
 async def agent(cli_env: Settings) -> AsyncIterator[MemoryAgent]:
-    async with anyio.create_task_group() as tg:
-        running = await tg.start(MemoryAgent(cli_env).run)
-        yield running
-        running.stop()
+    async with running(MemoryAgent(cli_env)) as agent:
+        yield agent
 
 
 async def sophia(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -12,6 +12,7 @@ import pytest
 from bus import Settings
 from ops import cli
 from tests.bus.agents import Worker
+from tests.fixtures.nats_server import running
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,6 @@ class Run:
 
 
 Sophia = Callable[..., Awaitable[Run]]
-
-
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The environment the CLI reads, pointing at the test's NATS, prefix and home."""
-    for name in ("home", "nats_url", "prefix", "request_timeout_s"):
-        monkeypatch.setenv(f"SOPHIA_{name.upper()}", str(getattr(settings, name)))
-    monkeypatch.delenv("SOPHIA_CONFIG", raising=False)
-    return settings
 
 
 @pytest.fixture
@@ -51,7 +43,5 @@ def sophia(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> Sophia:
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
     """The Worker test agent, dead-lettering on the second failed delivery."""
-    async with anyio.create_task_group() as tg:
-        agent = await tg.start(Worker(msgspec.structs.replace(settings, work_max_deliver=2)).run)
+    async with running(Worker(msgspec.structs.replace(settings, work_max_deliver=2))) as agent:
         yield agent
-        agent.stop()
