@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 
@@ -17,6 +18,8 @@ from bus import logs
 from bus.agent import Agent
 from bus.config import Settings, load
 from bus.errors import ConfigError, SophiaError
+
+T = TypeVar("T")
 
 
 def backend_options() -> dict[str, Any]:
@@ -45,22 +48,30 @@ async def serve(agent: Agent) -> None:
         tg.cancel_scope.cancel()
 
 
-def run_agent(cls: type[Agent]) -> None:
+def run_agent(cls: type[Agent]) -> NoReturn:
     """Entry point of ``python -m agents.<name>``: never returns."""
-    try:
-        settings = load(Settings)
-    except ConfigError as exc:
-        print(f"sophia {cls.name}: {exc.description}", file=sys.stderr)
-        sys.exit(2)
+    settings = configured(cls.name, lambda: load(Settings))
     logs.configure(settings.log_level)
+    run_process(cls.name, serve, cls(settings))
+
+
+def configured(name: str, load_all: Callable[[], T]) -> T:
+    """``load_all()``, or exit 2 with its one-line message when a setting is bad."""
     try:
-        anyio.run(serve, cls(settings), backend="asyncio", backend_options=backend_options())
+        return load_all()
     except ConfigError as exc:
-        print(f"sophia {cls.name}: {exc.description}", file=sys.stderr)
+        print(f"sophia {name}: {exc.description}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_process(name: str, main: Callable[..., Awaitable[object]], *args: Any) -> NoReturn:
+    """Run ``main(*args)`` on the event loop as a process's whole life, then exit: 0 after a
+    clean stop, 2 for a configuration error, 1 for another error, 130 on Ctrl-C."""
+    try:
+        anyio.run(main, *args, backend="asyncio", backend_options=backend_options())
     except SophiaError as exc:
-        print(f"sophia {cls.name}: {exc.description}", file=sys.stderr)
-        sys.exit(1)
+        print(f"sophia {name}: {exc.description}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)

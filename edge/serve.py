@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 from collections.abc import Iterator
+from typing import NoReturn
 
 import anyio
 import uvicorn
@@ -18,8 +18,7 @@ from anyio.abc import TaskStatus
 
 from bus import logs
 from bus.config import Settings, load
-from bus.errors import ConfigError, SophiaError
-from bus.runner import backend_options
+from bus.runner import configured, run_process
 from edge.access import LOCAL
 from edge.app import build_app
 from edge.config import EdgeSettings
@@ -136,21 +135,8 @@ async def _run_http(settings: Settings, edge_settings: EdgeSettings) -> None:
         tg.start_soon(_until_signalled, server)
 
 
-def main() -> None:
-    """Entry point of ``python -m edge``: never returns."""
-    try:
-        settings, edge_settings = load(Settings), load(EdgeSettings)
-    except ConfigError as exc:
-        print(f"sophia edge: {exc.description}", file=sys.stderr)
-        sys.exit(2)
+def main() -> NoReturn:
+    """Entry point of ``python -m edge``: never returns (exit codes as :func:`run_process`)."""
+    settings, edge_settings = configured("edge", lambda: (load(Settings), load(EdgeSettings)))
     logs.configure(settings.log_level)
-    try:
-        anyio.run(
-            _run_http, settings, edge_settings, backend="asyncio", backend_options=backend_options()
-        )
-    except SophiaError as exc:
-        print(f"sophia edge: {exc.description}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
+    run_process("edge", _run_http, settings, edge_settings)
