@@ -87,7 +87,7 @@ class _Propagated:
         self._token: object | None = None
 
     def __enter__(self) -> Span:
-        parent = extract(self._headers) if self._headers else None
+        parent = extract(self._headers)
         if parent is not None:
             self._token = otel_context.attach(parent)
         return trace.INVALID_SPAN
