@@ -12,10 +12,12 @@ load generator on both sides:
   edge's stdio p50 over it; ``http_*`` is ``POST /v1/bench/echo`` (8 concurrent clients for
   the rate, sequential for the p50).
 
-Rounds alternate bare and edge; each figure is the median over rounds, each ratio the
-median of the rounds' ratios.
+Both sides stay open for the whole run and take turns in short blocks (``--block`` calls;
+who goes first alternates), so each pair of neighbouring blocks saw the same load on a shared
+machine: a rate is the median of its side's block rates, a ratio the median of the block
+pairs' ratios.
 
-    python bench/edge.py [--calls 1500] [--rounds 5]
+    python bench/edge.py [--calls 6000] [--block 100]
 """
 
 from __future__ import annotations
@@ -135,10 +137,13 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+async def warm(call: Callable[[], Awaitable[Any]], count: int = 200) -> None:
+    for _ in range(count):
+        await call()
+
+
 async def sequential(call: Callable[[], Awaitable[Any]], count: int) -> tuple[float, list[float]]:
     """Calls per second and each call's latency (seconds), one call at a time."""
-    for _ in range(min(200, count // 5)):
-        await call()
     latencies = []
     start = time.perf_counter()
     for _ in range(count):
@@ -151,9 +156,6 @@ async def sequential(call: Callable[[], Awaitable[Any]], count: int) -> tuple[fl
 async def concurrent(calls: list[Callable[[], Awaitable[Any]]], count: int) -> float:
     """Calls per second with one loop per callable, ``count`` calls in all."""
     per = count // len(calls)
-    for call in calls:
-        for _ in range(20):
-            await call()
 
     async def loop(call: Callable[[], Awaitable[Any]]) -> None:
         for _ in range(per):
@@ -164,6 +166,11 @@ async def concurrent(calls: list[Callable[[], Awaitable[Any]]], count: int) -> f
         for call in calls:
             tg.start_soon(loop, call)
     return per * len(calls) / (time.perf_counter() - start)
+
+
+def turns(block: int) -> tuple[str, str]:
+    """Which side goes first in ``block``: they alternate, so neither always follows the other."""
+    return ("bare", "edge") if block % 2 == 0 else ("edge", "bare")
 
 
 def tool_call(session: ClientSession, name: str) -> Callable[[], Awaitable[Any]]:
@@ -218,26 +225,73 @@ async def http_sessions(url: str, token: str, count: int) -> AsyncIterator[list[
 # ---- one round -------------------------------------------------------------------------------
 
 
-async def measure_bus(bus: Bus, count: int) -> float:
-    subject = bus.subjects.endpoint("bench", "echo")
-
-    async def call() -> None:
-        await bus.request_raw(subject, PAYLOAD)
-
-    _, latencies = await sequential(call, count)
-    return percentile(latencies, 0.5)
+Add = Callable[[str, float], None]
 
 
 async def measure_stdio(
-    params: StdioServerParameters, tool: str, count: int
-) -> tuple[float, list[float]]:
-    async with stdio_session(params, tool) as session:
-        return await sequential(tool_call(session, tool), count)
+    args: argparse.Namespace,
+    bus: Bus,
+    bare: StdioServerParameters,
+    edge: StdioServerParameters,
+    add: Add,
+) -> None:
+    """Bus, bare and edge in turns; the edge's latencies give p50/p95, the bus's its p50."""
+    subject = bus.subjects.endpoint("bench", "echo")
+
+    async def on_bus() -> None:
+        await bus.request_raw(subject, PAYLOAD)
+
+    async with (
+        stdio_session(bare, "echo") as bare_session,
+        stdio_session(edge, "bench_echo") as edge_session,
+    ):
+        calls = {
+            "bare": tool_call(bare_session, "echo"),
+            "edge": tool_call(edge_session, "bench_echo"),
+        }
+        for call in (on_bus, *calls.values()):
+            await warm(call)
+        edge_latencies: list[float] = []
+        bus_latencies: list[float] = []
+        for block in range(max(1, args.calls // args.block)):
+            _, latencies = await sequential(on_bus, args.block)
+            bus_latencies += latencies
+            rates = {}
+            for side in turns(block):
+                rates[side], latencies = await sequential(calls[side], args.block)
+                if side == "edge":
+                    edge_latencies += latencies
+            add("sdk_stdio_calls_per_s", rates["bare"])
+            add("mcp_stdio_calls_per_s", rates["edge"])
+            add("mcp_vs_sdk_stdio", rates["edge"] / rates["bare"])
+    add("bus_p50_ms", percentile(bus_latencies, 0.5))
+    add("mcp_p50_ms", percentile(edge_latencies, 0.5))
+    add("mcp_p95_ms", percentile(edge_latencies, 0.95))
 
 
-async def measure_http(url: str, token: str, tool: str, count: int) -> float:
-    async with http_sessions(url, token, CONCURRENCY) as sessions:
-        return await concurrent([tool_call(s, tool) for s in sessions], count)
+async def measure_http(
+    args: argparse.Namespace, bare_url: str, edge_url: str, token: str, add: Add
+) -> None:
+    """Bare and edge in turns, each with ``CONCURRENCY`` sessions calling at once."""
+    async with (
+        http_sessions(bare_url, token, CONCURRENCY) as bare_sessions,
+        http_sessions(edge_url, token, CONCURRENCY) as edge_sessions,
+    ):
+        calls = {
+            "bare": [tool_call(s, "echo") for s in bare_sessions],
+            "edge": [tool_call(s, "bench_echo") for s in edge_sessions],
+        }
+        for side_calls in calls.values():
+            for call in side_calls:
+                await warm(call, 20)
+        block = args.block * 2
+        for number in range(max(1, args.calls // block)):
+            rates = {side: 0.0 for side in calls}
+            for side in turns(number):
+                rates[side] = await concurrent(calls[side], block)
+            add("sdk_http_calls_per_s", rates["bare"])
+            add("mcp_http_calls_per_s", rates["edge"])
+            add("mcp_vs_sdk_http", rates["edge"] / rates["bare"])
 
 
 async def measure_api(url: str, token: str, count: int) -> tuple[float, float]:
@@ -248,6 +302,7 @@ async def measure_api(url: str, token: str, count: int) -> tuple[float, float]:
             response = await client.post("/v1/bench/echo", content=PAYLOAD)
             response.raise_for_status()
 
+        await warm(call, 100)
         rps = await concurrent([call] * CONCURRENCY, count)
         _, latencies = await sequential(call, count // 2)
     return rps, percentile(latencies, 0.5)
@@ -284,7 +339,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(spawn_edge(env))
         await wait_port(edge_port)
         await wait_port(bare_port)
-        return await rounds(args, env, bus, token, edge_port, bare_port)
+        return await measure_all(args, env, bus, token, edge_port, bare_port)
     finally:
         await nc.close()
         for proc in procs:
@@ -297,7 +352,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         nats_server.stop()
 
 
-async def rounds(
+async def measure_all(
     args: argparse.Namespace,
     env: dict[str, str],
     bus: Bus,
@@ -317,41 +372,29 @@ async def rounds(
     def add(key: str, value: float) -> None:
         figures.setdefault(key, []).append(value)
 
-    for _ in range(args.rounds):
-        add("bus_p50_ms", await measure_bus(bus, args.calls))
-        bare, _ = await measure_stdio(bare_stdio, "echo", args.calls)
-        edge, latencies = await measure_stdio(edge_stdio, "bench_echo", args.calls)
-        add("sdk_stdio_calls_per_s", bare)
-        add("mcp_stdio_calls_per_s", edge)
-        add("mcp_vs_sdk_stdio", edge / bare)
-        add("mcp_p50_ms", percentile(latencies, 0.5))
-        add("mcp_p95_ms", percentile(latencies, 0.95))
-        bare = await measure_http(f"http://127.0.0.1:{bare_port}/mcp", token, "echo", args.calls)
-        edge = await measure_http(f"{edge_url}/mcp", token, "bench_echo", args.calls)
-        add("sdk_http_calls_per_s", bare)
-        add("mcp_http_calls_per_s", edge)
-        add("mcp_vs_sdk_http", edge / bare)
-        rps, p50 = await measure_api(edge_url, token, args.calls)
-        add("http_rps", rps)
-        add("http_p50_ms", p50)
+    await measure_stdio(args, bus, bare_stdio, edge_stdio, add)
+    await measure_http(args, f"http://127.0.0.1:{bare_port}/mcp", f"{edge_url}/mcp", token, add)
+    rps, p50 = await measure_api(edge_url, token, args.calls // 2)
+    add("http_rps", rps)
+    add("http_p50_ms", p50)
     return summary(figures, args)
 
 
 def summary(figures: dict[str, list[float]], args: argparse.Namespace) -> dict[str, Any]:
-    """Medians over rounds; a ratio is the median of each round's ratio of neighbours
-    (measured seconds apart, so both saw the same load on a shared machine)."""
+    """Medians over blocks; a ratio is the median of the block pairs' ratios."""
     result: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in figures.items()}
     result["mcp_vs_sdk"] = min(result["mcp_vs_sdk_stdio"], result["mcp_vs_sdk_http"])
     result["mcp_added_p50_ms"] = round(result["mcp_p50_ms"] - result["bus_p50_ms"], 3)
     result["calls"] = args.calls
-    result["rounds"] = args.rounds
+    result["block"] = args.block
+    result["blocks"] = len(figures["mcp_vs_sdk_stdio"])
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=1500)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=6000, help="calls per side and transport")
+    parser.add_argument("--block", type=int, default=100, help="calls per turn (HTTP: twice)")
     parser.add_argument(
         "--role", choices=["agent", "bare-stdio", "bare-http"], help=argparse.SUPPRESS
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import TypeVar
 
-import anyio
 import msgspec
 import nats.errors
 from nats.aio.client import Client
@@ -24,10 +23,10 @@ from bus.connection import Link
 from bus.errors import (
     BadRequestError,
     PayloadTooLargeError,
-    TimeoutError_,
     UnavailableError,
     error_from_code,
 )
+from bus.replies import ReplyMux
 from bus.schemas.common import ErrorBody
 from bus.subjects import Subjects
 
@@ -58,6 +57,9 @@ class Bus:
         self.subjects = Subjects(settings.prefix)
         self.link = link
         self._js: JetStreamContext | None = None
+        self._replies = ReplyMux(nc)
+        if link is not None:
+            link.on_lost(self._replies.fail_all)
 
     @property
     def js(self) -> JetStreamContext:
@@ -81,24 +83,17 @@ class Bus:
         if self.link is not None and not self.link.connected:
             raise UnavailableError("bus connection is down")
         with tracing.client_span(subject):
-            headers = tracing.inject(dict(headers) if headers else None)
-            scope = anyio.CancelScope()
-            unregister = self.link.on_lost(scope.cancel) if self.link is not None else None
+            headers = tracing.inject(dict(headers) if headers else None) or None
             try:
-                with scope:
-                    return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
+                return await self._replies.request(subject, payload, headers, timeout)
             except nats.errors.NoRespondersError:
                 raise UnavailableError(f"no service answers on {subject}") from None
             except nats.errors.MaxPayloadError:
                 raise self._too_large(payload) from None
-            except nats.errors.TimeoutError:
-                raise TimeoutError_(f"no reply on {subject} within {timeout:g}s") from None
-            except nats.errors.ConnectionClosedError:
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 raise UnavailableError("bus connection is closed") from None
-            finally:
-                if unregister is not None:
-                    unregister()
-            raise UnavailableError("bus connection lost while waiting for a reply")
+            except nats.errors.OutboundBufferLimitError:
+                raise UnavailableError("bus connection is down") from None
 
     async def request(
         self,

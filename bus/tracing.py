@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -142,13 +142,16 @@ def _recorded_span(
         yield span
 
 
-@contextmanager
-def client_span(subject: str, operation: str = "send") -> Iterator[Span]:
-    """A producer/client span for an outgoing message; inject inside it."""
+_NOT_RECORDED: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
+def client_span(subject: str, operation: str = "send") -> AbstractContextManager[Span]:
+    """A producer/client span for an outgoing message; inject inside it.
+
+    With no SDK installed it is a shared no-op (every request passes here)."""
     if not recording():
-        yield trace.INVALID_SPAN
-        return
-    with _tracer.start_as_current_span(
+        return _NOT_RECORDED
+    return _tracer.start_as_current_span(
         f"{operation} {subject}",
         kind=SpanKind.CLIENT if operation == "send" else SpanKind.PRODUCER,
         attributes={
@@ -156,5 +159,4 @@ def client_span(subject: str, operation: str = "send") -> Iterator[Span]:
             "messaging.destination.name": subject,
             "messaging.operation.type": operation,
         },
-    ) as span:
-        yield span
+    )

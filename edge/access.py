@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 _SCOPE = re.compile(r"^(\*|[A-Za-z0-9_-]+(:(\*|[A-Za-z0-9_-]+))?)$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
@@ -31,7 +32,12 @@ def check_pattern(pattern: str) -> str:
 
 def matches_any(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """Whether ``name`` fits one of ``patterns`` (no patterns: everything fits)."""
-    return not patterns or any(fnmatchcase(name, p) for p in patterns)
+    return not patterns or _matches(name, tuple(patterns))
+
+
+@lru_cache(maxsize=4096)  # every call checks its tool against up to three lists
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(name, p) for p in patterns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
+from edge.precheck import compile_check
+
 _DEFS_PREFIX = "#/$defs/"
 MAX_MESSAGE = 200
 
@@ -82,9 +84,12 @@ class InputValidator:
     def __init__(self, schema: dict[str, Any]) -> None:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         self._validator = cls(schema)
+        self._accepts = compile_check(schema) if cls is jsonschema.Draft202012Validator else None
 
     def problem(self, value: Any) -> str | None:
         """``None`` when ``value`` fits; otherwise one line naming the first bad field."""
+        if self._accepts is not None and self._accepts(value):
+            return None  # certainly valid; anything else is jsonschema's to judge
         if self._validator.is_valid(value):
             return None
         error = best_match(self._validator.iter_errors(value))

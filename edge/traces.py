@@ -10,9 +10,9 @@ of an SDK span's tens.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -46,19 +46,33 @@ def _unrecorded(carrier: dict[str, str] | None) -> NonRecordingSpan:
     return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags))
 
 
-@contextmanager
-def edge_span(name: str, carrier: dict[str, str] | None) -> Iterator[Span]:
+class _UnrecordedSpan:
+    """The edge's span when nothing records: current for the block, so ``traceparent`` flows
+    (a plain class: this runs for every call, and generator managers cost more)."""
+
+    __slots__ = ("_carrier", "_token")
+
+    def __init__(self, carrier: dict[str, str] | None) -> None:
+        self._carrier = carrier
+        self._token: object | None = None
+
+    def __enter__(self) -> Span:
+        span = _unrecorded(self._carrier)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, *exc_info: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+def edge_span(name: str, carrier: dict[str, str] | None) -> AbstractContextManager[Span]:
     """Run the block as the edge's span for one call; ``carrier``: incoming trace headers."""
     if tracing.recording():
-        with _tracer.start_as_current_span(
+        return _tracer.start_as_current_span(
             name,
             context=tracing.extract(carrier),
             kind=SpanKind.SERVER,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            yield span
-        return
-    span = _unrecorded(carrier)
-    with trace.use_span(span, end_on_exit=False):
-        yield span
+        )
+    return _UnrecordedSpan(carrier)

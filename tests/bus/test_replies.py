@@ -1,0 +1,106 @@
+"""The bus's request mux: each reply reaches its own request, and nothing waits unbounded."""
+
+from __future__ import annotations
+
+import anyio
+import nats.errors
+import pytest
+from nats.aio.msg import Msg
+
+from bus import Bus
+from bus.errors import TimeoutError_, UnavailableError
+from bus.replies import ReplyMux
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_reply_mux_routes_each_reply_to_its_request(bus: Bus) -> None:
+    subject = f"{bus.settings.prefix}.mux.delay"
+
+    async def answer(msg: Msg) -> None:  # later requests answered first
+        await anyio.sleep(0.2 - int(msg.data) * 0.01)
+        await msg.respond(b"re:" + msg.data)
+
+    sub = await bus.nc.subscribe(subject, cb=answer)
+    mux = ReplyMux(bus.nc)
+    replies: dict[int, bytes] = {}
+
+    async def ask(i: int) -> None:
+        replies[i] = (await mux.request(subject, str(i).encode(), None, 5.0)).data
+
+    async with anyio.create_task_group() as tg:
+        for i in range(16):
+            tg.start_soon(ask, i)
+    await sub.unsubscribe()
+    assert replies == {i: f"re:{i}".encode() for i in range(16)}
+    assert len(mux) == 0
+
+
+async def test_reply_mux_no_responders_raises(bus: Bus) -> None:
+    mux = ReplyMux(bus.nc)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await mux.request(f"{bus.settings.prefix}.nobody.home", b"{}", None, 5.0)
+    assert len(mux) == 0
+
+
+async def test_reply_mux_times_out_and_drops_the_late_reply(bus: Bus) -> None:
+    subject = f"{bus.settings.prefix}.mux.slow"
+    late: list[Msg] = []
+
+    async def slow(msg: Msg) -> None:
+        await anyio.sleep(0.4)
+        await msg.respond(b"late")
+        late.append(msg)
+
+    sub = await bus.nc.subscribe(subject, cb=slow)
+    mux = ReplyMux(bus.nc)
+    with pytest.raises(TimeoutError_) as caught:
+        await mux.request(subject, b"{}", None, 0.1)
+    with anyio.fail_after(5):
+        while not late:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    await bus.nc.flush()
+    await sub.unsubscribe()
+    assert caught.value.code == 408
+    assert subject in caught.value.description
+    assert len(mux) == 0
+
+
+async def test_reply_mux_cancelled_request_leaves_nothing_waiting(bus: Bus) -> None:
+    subject = f"{bus.settings.prefix}.mux.never"
+    sub = await bus.nc.subscribe(subject)  # takes the request, never answers
+    mux = ReplyMux(bus.nc)
+    with anyio.move_on_after(0.2) as timer:
+        await mux.request(subject, b"{}", None, 30.0)
+    await sub.unsubscribe()
+    assert timer.cancelled_caught
+    assert len(mux) == 0
+
+
+async def test_reply_mux_fail_all_fails_waiting_requests_at_once(bus: Bus) -> None:
+    subject = f"{bus.settings.prefix}.mux.hold"
+    sub = await bus.nc.subscribe(subject)
+    mux = ReplyMux(bus.nc)
+    outcome: list[BaseException] = []
+
+    async def ask() -> None:
+        try:
+            await mux.request(subject, b"{}", None, 30.0)
+        except UnavailableError as exc:
+            outcome.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(ask)
+            while len(mux) < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            mux.fail_all()
+    await sub.unsubscribe()
+    assert [exc.code for exc in outcome] == [503, 503, 503]
+
+
+async def test_bus_request_maps_no_responders_to_503(bus: Bus) -> None:
+    with pytest.raises(UnavailableError) as caught:
+        await bus.request_raw(f"{bus.settings.prefix}.nobody.home", b"{}")
+    assert caught.value.code == 503
