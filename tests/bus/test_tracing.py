@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from bus import Agent, Bus, Settings, endpoint
+from bus import Agent, Bus, Settings, endpoint, tracing
 from tests.bus.agents import EchoAgent, EchoReply, EchoRequest, Job, Worker
 from tests.polling import wait_for
 
@@ -93,3 +93,32 @@ async def test_trace_context_travels_with_work_items(
     assert process.parent.span_id == publish.context.span_id
     assert process.context.trace_id == root.get_span_context().trace_id
     assert process.attributes["messaging.nats.delivery_count"] == 1
+
+
+_TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": f"00-{_TRACE}-b7ad6b7169203331-01"},
+        {"traceparent": f"00-{_TRACE}-b7ad6b7169203331-00"},
+        {"traceparent": f"00-{_TRACE}-b7ad6b7169203331-01", "tracestate": "vendor=x"},
+        {"traceparent": f"00-{'0' * 32}-b7ad6b7169203331-01"},
+        {"traceparent": f"00-{_TRACE}-{'0' * 16}-01"},
+        {"traceparent": f"00-{_TRACE.upper()}-B7AD6B7169203331-01"},
+        {"traceparent": f"ff-{_TRACE}-b7ad6b7169203331-01"},
+        {"traceparent": f"01-{_TRACE}-b7ad6b7169203331-01-future"},
+        {"traceparent": "garbage"},
+    ],
+    ids=["sampled", "unsampled", "tracestate", "zero-trace", "zero-span", "upper-case",
+         "version-ff", "future-version", "garbage"],
+)  # fmt: skip
+def test_tracing_extract_agrees_with_the_w3c_propagator(headers: dict[str, str]) -> None:
+    ours = tracing.extract(headers)
+    theirs = tracing._propagator.extract(headers)
+    assert ours is not None
+    ours_span = trace.get_current_span(ours).get_span_context()
+    theirs_span = trace.get_current_span(theirs).get_span_context()
+    assert ours_span == theirs_span
+    assert ours_span.trace_state == theirs_span.trace_state

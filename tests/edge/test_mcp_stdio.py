@@ -101,3 +101,18 @@ async def test_stdio_malformed_lines_get_errors_and_serving_goes_on(
     assert replies[2]["id"] == 1
     assert replies[2]["result"]["serverInfo"]["name"] == "sophia"
     assert process.returncode == 0
+
+
+async def test_stdio_cancellation_stops_the_call_and_serving_goes_on(
+    settings: Settings, edge_settings: EdgeSettings, echo: EchoAgent
+) -> None:
+    async with stdio_session(stdio_parameters(settings, edge_settings)) as session:
+        with anyio.move_on_after(0.5) as timer:
+            await session.call_tool("echo_slow", {"steps": 0, "wait_s": 30})
+        with anyio.fail_after(5):
+            while not echo.cancelled:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        after = await session.call_tool("echo_say", {"text": "next"})
+    assert timer.cancelled_caught
+    assert len(echo.cancelled) == 1
+    assert after.structured_content == {"text": "next"}
