@@ -77,6 +77,7 @@ async def serve_http(
             lifespan="off",
             timeout_graceful_shutdown=int(GRACE_S),
             server_header=False,
+            proxy_headers=False,  # nothing reads the client address; X-Forwarded-* changes nothing
         )
         server = _Server(config)
         server.closing = edge.closing

@@ -21,16 +21,28 @@ JSON = b"application/json"
 _encoder = msgspec.json.Encoder()
 
 
+_INDEX = "sophia.headers"  # the request's headers by name, built once per request
+
+
+def _index(scope: Scope) -> dict[bytes, bytes]:
+    index: dict[bytes, bytes] | None = scope.get(_INDEX)
+    if index is None:
+        index = {}
+        for key, value in scope["headers"]:
+            index.setdefault(key, value)  # the first value of a repeated header, as before
+        scope[_INDEX] = index
+    return index
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of header ``name`` (lower-case bytes), decoded, or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    value = _index(scope).get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def headers_dict(scope: Scope, names: tuple[bytes, ...]) -> dict[str, str]:
-    return {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in names}
+    index = _index(scope)
+    return {name.decode(): index[name].decode("latin-1") for name in names if name in index}
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

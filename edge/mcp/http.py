@@ -122,7 +122,7 @@ class McpHttp:
         except RpcError as exc:
             await respond(send, 400, jsonrpc.error(exc.request_id, exc.code, exc.message))
             return
-        version = header(scope, MCP_PROTOCOL_VERSION_HEADER.lower().encode())
+        version = header(scope, _VERSION_HEADER)
         if version in MODERN_PROTOCOL_VERSIONS:
             await self._modern(scope, send, who, msg)
         elif version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
@@ -253,6 +253,7 @@ class McpHttp:
             names = current
 
 
+_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode()
 _EMPTY = Message(jsonrpc="2.0", method="", id=0)
 
 
