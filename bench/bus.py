@@ -3,8 +3,10 @@
 Prints one JSON object. Request/reply: a raw nats-py echo responder vs an Agent
 endpoint (msgspec validation, tracing on with no exporter), each in its own process,
 driven by the same client — sequentially (round trip) and at concurrency 64
-(throughput). Durable work: a raw nats-py JetStream pull consumer vs Agent durable
-work, each draining the same number of pre-published items. Measured with uvloop
+(throughput). The client side too: ``Bus.request_raw`` (the bus's reply mux) against
+nats-py's own ``request``, both asking the raw responder (``client_*``). Durable work: a
+raw nats-py JetStream pull consumer vs Agent durable work, each draining the same number of
+pre-published items. Measured with uvloop
 (when installed) and with the default asyncio loop; rounds alternate raw and agent.
 Figures are medians over rounds; each ratio is the median of the rounds' own ratios.
 
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -30,7 +33,7 @@ import nats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bus import Agent, Settings, endpoint, work  # noqa: E402
+from bus import Agent, Bus, Settings, endpoint, work  # noqa: E402
 from bus.topology import ensure_streams  # noqa: E402
 from ops.natsserver import NatsServer  # noqa: E402
 
@@ -132,17 +135,37 @@ def spawn(
 # ---- load generation ---------------------------------------------------------------------
 
 
-async def round_trips(nc: nats.NATS, subject: str, count: int) -> float:
+Requester = Callable[[str, bytes, float], Awaitable[object]]
+
+
+def raw_requester(nc: nats.NATS) -> Requester:
+    async def request(subject: str, payload: bytes, timeout: float) -> object:
+        return await nc.request(subject, payload, timeout=timeout)
+
+    return request
+
+
+def bus_requester(nc: nats.NATS, url: str) -> Requester:
+    """Requests through the bus's client side (its reply mux), on the same connection."""
+    bus = Bus(nc, Settings(nats_url=url))
+
+    async def request(subject: str, payload: bytes, timeout: float) -> object:
+        return await bus.request_raw(subject, payload, timeout=timeout)
+
+    return request
+
+
+async def round_trips(request: Requester, subject: str, count: int) -> float:
     """Median round trip in microseconds over ``count`` sequential requests."""
     samples = []
     for _ in range(count):
         start = time.perf_counter()
-        await nc.request(subject, PAYLOAD, timeout=5)
+        await request(subject, PAYLOAD, 5)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e6
 
 
-async def throughput(nc: nats.NATS, subject: str, count: int) -> float:
+async def throughput(request: Requester, subject: str, count: int) -> float:
     """Requests per second with CONCURRENCY callers sharing ``count`` requests."""
     remaining = count
 
@@ -150,7 +173,7 @@ async def throughput(nc: nats.NATS, subject: str, count: int) -> float:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await nc.request(subject, PAYLOAD, timeout=10)
+            await request(subject, PAYLOAD, 10)
 
     start = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
@@ -212,16 +235,21 @@ async def measure(url: str, args: argparse.Namespace, uvloop_on: bool) -> dict[s
     raw = spawn("raw", url, raw_subject, uvloop_on)
     agent = spawn("agent", url, agent_prefix, uvloop_on)
     agent_subject = f"{agent_prefix}.bench.echo"
-    results: dict[str, list[float]] = {k: [] for k in ("rr", "ar", "rp", "ap", "rw", "aw")}
+    keys = ("rr", "ar", "cr", "rp", "ap", "cp", "rw", "aw")
+    results: dict[str, list[float]] = {k: [] for k in keys}
+    raw_client, bus_client = raw_requester(nc), bus_requester(nc, url)
     try:
-        await round_trips(nc, raw_subject, 300)  # warm both paths
-        await round_trips(nc, agent_subject, 300)
+        await round_trips(raw_client, raw_subject, 300)  # warm every path
+        await round_trips(raw_client, agent_subject, 300)
+        await round_trips(bus_client, raw_subject, 300)
         for _ in range(args.rounds):
             progress("round_trips")
-            results["rr"].append(await round_trips(nc, raw_subject, args.requests))
-            results["ar"].append(await round_trips(nc, agent_subject, args.requests))
-            results["rp"].append(await throughput(nc, raw_subject, args.requests * 3))
-            results["ap"].append(await throughput(nc, agent_subject, args.requests * 3))
+            results["rr"].append(await round_trips(raw_client, raw_subject, args.requests))
+            results["ar"].append(await round_trips(raw_client, agent_subject, args.requests))
+            results["cr"].append(await round_trips(bus_client, raw_subject, args.requests))
+            results["rp"].append(await throughput(raw_client, raw_subject, args.requests * 3))
+            results["ap"].append(await throughput(raw_client, agent_subject, args.requests * 3))
+            results["cp"].append(await throughput(bus_client, raw_subject, args.requests * 3))
     finally:
         raw.terminate()
         agent.terminate()
@@ -250,6 +278,10 @@ async def measure(url: str, args: argparse.Namespace, uvloop_on: bool) -> dict[s
         "raw_rps": round(med["rp"]),
         "agent_rps": round(med["ap"]),
         "rps_ratio": ratio("ap", "rp"),
+        "bus_client_rtt_us": round(med["cr"], 1),
+        "client_rtt_ratio": ratio("cr", "rr"),
+        "bus_client_rps": round(med["cp"]),
+        "client_rps_ratio": ratio("cp", "rp"),
         "raw_work_per_s": round(med["rw"]),
         "agent_work_per_s": round(med["aw"]),
         "work_ratio": ratio("aw", "rw"),
