@@ -7,7 +7,9 @@ load generator on both sides:
   best configuration (uvloop; HTTP with ``json_response=True``, stateful);
 - ``mcp_*``: the edge (``sophia mcp`` over stdio, ``python -m edge`` over HTTP) calling a
   trivial endpoint of an agent over NATS;
-- stdio runs sequential calls on one session; HTTP runs 8 concurrent sessions;
+- stdio runs sequential calls on one session; HTTP runs 8 concurrent sessions, and
+  ``*_http_cpu_ms_*`` says how much CPU each process spent per call in its side's turns
+  (``client`` is this process, the load generator);
 - ``bus_p50_ms`` is the same request sent straight on the bus; ``mcp_added_p50_ms`` is the
   edge's stdio p50 over it; ``http_*`` is ``POST /v1/bench/echo`` (8 concurrent clients for
   the rate, sequential for the p50).
@@ -269,10 +271,30 @@ async def measure_stdio(
     add("mcp_p95_ms", percentile(edge_latencies, 0.95))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process, and of this one (the load generator) as ``client``."""
+    return {**{name: cpu_seconds(pid) for name, pid in pids.items()}, "client": time.process_time()}
+
+
 async def measure_http(
-    args: argparse.Namespace, bare_url: str, edge_url: str, token: str, add: Add
+    args: argparse.Namespace,
+    bare_url: str,
+    edge_url: str,
+    token: str,
+    pids: dict[str, dict[str, int]],
+    add: Add,
 ) -> None:
-    """Bare and edge in turns, each with ``CONCURRENCY`` sessions calling at once."""
+    """Bare and edge in turns, each with ``CONCURRENCY`` sessions calling at once; the CPU
+    each process spent per call in its side's turns (``*_http_cpu_ms_*``)."""
     async with (
         http_sessions(bare_url, token, CONCURRENCY) as bare_sessions,
         http_sessions(edge_url, token, CONCURRENCY) as edge_sessions,
@@ -285,13 +307,22 @@ async def measure_http(
             for call in side_calls:
                 await warm(call, 20)
         block = args.block * 2
+        spent = {side: dict.fromkeys(cpu_now(pids[side]), 0.0) for side in calls}
+        served = dict.fromkeys(calls, 0)
         for number in range(max(1, args.calls // block)):
             rates = {side: 0.0 for side in calls}
             for side in turns(number):
+                before = cpu_now(pids[side])
                 rates[side] = await concurrent(calls[side], block)
+                for name, seconds in cpu_now(pids[side]).items():
+                    spent[side][name] += seconds - before[name]
+                served[side] += block
             add("sdk_http_calls_per_s", rates["bare"])
             add("mcp_http_calls_per_s", rates["edge"])
             add("mcp_vs_sdk_http", rates["edge"] / rates["bare"])
+    for side, prefix in (("bare", "sdk"), ("edge", "mcp")):
+        for name, seconds in spent[side].items():
+            add(f"{prefix}_http_cpu_ms_{name}", seconds / served[side] * 1000)
 
 
 async def measure_api(url: str, token: str, count: int) -> tuple[float, float]:
@@ -339,7 +370,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(spawn_edge(env))
         await wait_port(edge_port)
         await wait_port(bare_port)
-        return await measure_all(args, env, bus, token, edge_port, bare_port)
+        pids = {
+            "bare": {"server": procs[1].pid},
+            "edge": {"edge": procs[2].pid, "agent": procs[0].pid},
+        }
+        if nats_server.process is not None:
+            pids["edge"]["nats_server"] = nats_server.process.pid
+        return await measure_all(args, env, bus, token, edge_port, bare_port, pids)
     finally:
         await nc.close()
         for proc in procs:
@@ -359,6 +396,7 @@ async def measure_all(
     token: str,
     edge_port: int,
     bare_port: int,
+    pids: dict[str, dict[str, int]],
 ) -> dict[str, Any]:
     bare_stdio = StdioServerParameters(
         command=sys.executable, args=[__file__, "--role", "bare-stdio"], env=env
@@ -373,7 +411,8 @@ async def measure_all(
         figures.setdefault(key, []).append(value)
 
     await measure_stdio(args, bus, bare_stdio, edge_stdio, add)
-    await measure_http(args, f"http://127.0.0.1:{bare_port}/mcp", f"{edge_url}/mcp", token, add)
+    bare_url = f"http://127.0.0.1:{bare_port}/mcp"
+    await measure_http(args, bare_url, f"{edge_url}/mcp", token, pids, add)
     rps, p50 = await measure_api(edge_url, token, args.calls // 2)
     add("http_rps", rps)
     add("http_p50_ms", p50)
