@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import anyio
+import nats
 import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
 from bus import Bus
+from bus.config import Settings
 from bus.errors import TimeoutError_, UnavailableError
 from bus.replies import ReplyMux
 
@@ -103,4 +105,13 @@ async def test_reply_mux_fail_all_fails_waiting_requests_at_once(bus: Bus) -> No
 async def test_bus_request_maps_no_responders_to_503(bus: Bus) -> None:
     with pytest.raises(UnavailableError) as caught:
         await bus.request_raw(f"{bus.settings.prefix}.nobody.home", b"{}")
+    assert caught.value.code == 503
+
+
+async def test_bus_request_on_a_closed_connection_is_503(settings: Settings) -> None:
+    nc = await nats.connect(settings.nats_url)
+    bus = Bus(nc, settings)
+    await nc.close()
+    with pytest.raises(UnavailableError) as caught:
+        await bus.request_raw(f"{settings.prefix}.echo.say", b"{}")
     assert caught.value.code == 503
