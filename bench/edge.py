@@ -359,7 +359,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "SOPHIA_EDGE_RATE_BURST": "1000000",
         "PYTHONPATH": str(ROOT),
     }
-    procs = [spawn("agent", env), spawn("bare-http", env, bare_port)]
+    agent, bare = spawn("agent", env), spawn("bare-http", env, bare_port)
+    procs = [agent, bare]
     nc = await connect(settings, "bench")
     bus = Bus(nc, settings)
     try:
@@ -367,12 +368,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         token = await create_token(
             await bus.js.key_value(bus.subjects.config_bucket), "bench", ["*"]
         )
-        procs.append(spawn_edge(env))
+        edge = spawn_edge(env)
+        procs.append(edge)
         await wait_port(edge_port)
         await wait_port(bare_port)
         pids = {
-            "bare": {"server": procs[1].pid},
-            "edge": {"edge": procs[2].pid, "agent": procs[0].pid},
+            "bare": {"server": bare.pid},
+            "edge": {"edge": edge.pid, "agent": agent.pid},
         }
         if nats_server.process is not None:
             pids["edge"]["nats_server"] = nats_server.process.pid

@@ -18,7 +18,6 @@ import asyncio
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from bus.errors import TimeoutError_, UnavailableError
 
@@ -38,7 +37,6 @@ class ReplyMux:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._prefix = ""
-        self._sub: Subscription | None = None
         self._subscribing: asyncio.Lock | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._next_token = 0
@@ -82,13 +80,6 @@ class ReplyMux:
                     UnavailableError("bus connection lost while waiting for a reply")
                 )
 
-    async def close(self) -> None:
-        """Stop listening for replies; waiting requests fail as by :meth:`fail_all`."""
-        self.fail_all()
-        if self._sub is not None and not self._nc.is_closed:
-            await self._sub.unsubscribe()
-        self._sub, self._prefix = None, ""
-
     async def _subscribe(self) -> None:
         if self._subscribing is None:
             self._subscribing = asyncio.Lock()
@@ -96,7 +87,7 @@ class ReplyMux:
             if self._prefix:
                 return
             prefix = self._nc.new_inbox() + "."
-            self._sub = await self._nc.subscribe(
+            await self._nc.subscribe(
                 prefix + "*", cb=self._on_reply, pending_msgs_limit=PENDING_REPLIES
             )
             self._prefix = prefix

@@ -20,24 +20,6 @@ Check = Callable[[Any], bool]
 
 #: annotations: they never change whether a value is valid
 _IGNORED = frozenset({"title", "description", "default", "examples", "format", "$comment"})
-_SUPPORTED = _IGNORED | {
-    "type",
-    "properties",
-    "required",
-    "additionalProperties",
-    "items",
-    "enum",
-    "anyOf",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minItems",
-    "maxItems",
-}
 
 
 class Unsupported(Exception):
@@ -76,7 +58,7 @@ def _is_type(value: Any, name: str) -> bool:
 def _compile(schema: Any) -> Check:
     if schema is True or schema == {}:
         return _accept
-    if not isinstance(schema, dict) or not set(schema) <= _SUPPORTED:
+    if not isinstance(schema, dict) or not schema.keys() <= _BUILDERS.keys():
         raise Unsupported(schema)
     checks = [
         check
