@@ -35,6 +35,7 @@ from bus.handlers import EndpointSpec, WorkSpec, collect, endpoint
 from bus.micro import EndpointStats, ServiceIdentity
 from bus.schemas.common import Empty, Health
 from bus.tasks import TaskSet
+from bus.wire import DirectHandler, Wire
 from bus.work import WorkConsumer
 
 log = logging.getLogger("sophia.bus")
@@ -159,6 +160,8 @@ class Agent:
                 cb=self._dispatcher(spec, stats, handler),
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
             )
+            if isinstance(self.nc, Wire):
+                self.nc.deliver_directly(sub, self._starter(spec, stats, handler))
             self._subs.append(sub)
         if self._work is not None:
             await topology.ensure_consumer(self.bus.js, self.settings, self.name)
@@ -189,6 +192,17 @@ class Agent:
             await self._requests.spawn(self._handle(spec, stats, handler, msg))
 
         return dispatch
+
+    def _starter(self, spec: EndpointSpec, stats: EndpointStats, handler: Any) -> DirectHandler:
+        """Start a request's task from the parser; when the pool is full, leave it to dispatch."""
+
+        def start(msg: Msg) -> bool:
+            if not self._requests.has_room():
+                return False
+            self._requests.start(self._handle(spec, stats, handler, msg))
+            return True
+
+        return start
 
     async def _handle(
         self, spec: EndpointSpec, stats: EndpointStats, handler: Any, msg: Msg

@@ -12,12 +12,11 @@ import logging
 from collections.abc import Callable
 
 import anyio
-import nats
 import nats.errors
-from nats.aio.client import Client
 
 from bus.config import Settings
 from bus.errors import UnavailableError
+from bus.wire import Wire
 
 log = logging.getLogger("sophia.bus")
 
@@ -61,7 +60,7 @@ async def _error_cb(exc: Exception) -> None:
     log.warning("nats_error", extra={"error": type(exc).__name__})
 
 
-async def connect(settings: Settings, name: str, link: Link | None = None) -> Client:
+async def connect(settings: Settings, name: str, link: Link | None = None) -> Wire:
     """Connect to ``settings.nats_url``, retrying for at most ``CONNECT_TIMEOUT_S``.
 
     Raises UnavailableError when no server answered in that time.
@@ -69,7 +68,8 @@ async def connect(settings: Settings, name: str, link: Link | None = None) -> Cl
     link = link or Link()
     try:
         with anyio.fail_after(CONNECT_TIMEOUT_S):
-            nc = await nats.connect(
+            nc = Wire()
+            await nc.connect(
                 settings.nats_url,
                 name=name,
                 connect_timeout=2,

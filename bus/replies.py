@@ -2,8 +2,9 @@
 
 nats-py's ``Client.request`` waits through ``asyncio.wait_for`` (one more event-loop hop per
 reply) and draws random bytes from the OS for every request token. Here a reply resolves its
-request's future straight from the inbox subscription, a timer bounds the wait, and tokens are
-a counter: the inbox prefix is already unique to the connection (a NUID).
+request's future straight from the inbox subscription (from the parser itself on a
+:class:`bus.wire.Wire`), a timer bounds the wait, and tokens are a counter: the inbox prefix
+is already unique to the connection (a NUID).
 
 Guarantee: :meth:`ReplyMux.request` returns the first message published to its own inbox or
 raises — ``NoRespondersError`` (the server's 503 status), ``TimeoutError_`` when ``timeout``
@@ -20,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus.errors import TimeoutError_, UnavailableError
+from bus.wire import Wire
 
 STATUS_HEADER = "Status"
 NO_RESPONDERS = "503"
@@ -87,12 +89,18 @@ class ReplyMux:
             if self._prefix:
                 return
             prefix = self._nc.new_inbox() + "."
-            await self._nc.subscribe(
+            sub = await self._nc.subscribe(
                 prefix + "*", cb=self._on_reply, pending_msgs_limit=PENDING_REPLIES
             )
+            if isinstance(self._nc, Wire):
+                self._nc.deliver_directly(sub, self._take_reply)
             self._prefix = prefix
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _take_reply(self, msg: Msg) -> bool:
         future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if future is not None and not future.done():
             future.set_result(msg)
+        return True
+
+    async def _on_reply(self, msg: Msg) -> None:
+        self._take_reply(msg)

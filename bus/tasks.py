@@ -27,15 +27,27 @@ class TaskSet:
         self._idle.set()
         self._room = asyncio.Event()
         self._room.set()
+        self._spawners = 0  # spawn() calls waiting for room
 
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def has_room(self) -> bool:
+        """True when :meth:`start` may run now without overtaking a :meth:`spawn` that waits."""
+        return len(self._tasks) < self.limit and not self._spawners
+
     async def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start ``coro`` as a task, first waiting while ``limit`` tasks are running."""
-        while len(self._tasks) >= self.limit:
-            self._room.clear()
-            await self._room.wait()
+        self._spawners += 1
+        try:
+            while len(self._tasks) >= self.limit:
+                self._room.clear()
+                await self._room.wait()
+        except BaseException:
+            coro.close()
+            raise
+        finally:
+            self._spawners -= 1
         self.start(coro)
 
     def start(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anyio
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus import Bus
 from bus.config import Settings
+from bus.connection import connect
 from bus.errors import TimeoutError_, UnavailableError
 from bus.replies import ReplyMux
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_reply_mux_routes_each_reply_to_its_request(bus: Bus) -> None:
+@pytest.fixture(params=["wire", "nats-py"])
+async def nc(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Client]:
+    """The mux's connection: the bus's own client (direct delivery) or plain nats-py."""
+    if request.param == "wire":
+        conn: Client = await connect(settings, "test-mux")
+    else:
+        conn = await nats.connect(settings.nats_url)
+    yield conn
+    await conn.close()
+
+
+async def test_reply_mux_routes_each_reply_to_its_request(bus: Bus, nc: Client) -> None:
     subject = f"{bus.settings.prefix}.mux.delay"
 
     async def answer(msg: Msg) -> None:  # later requests answered first
         await anyio.sleep(0.2 - int(msg.data) * 0.01)
         await msg.respond(b"re:" + msg.data)
 
-    sub = await bus.nc.subscribe(subject, cb=answer)
-    mux = ReplyMux(bus.nc)
+    sub = await nc.subscribe(subject, cb=answer)
+    mux = ReplyMux(nc)
     replies: dict[int, bytes] = {}
 
     async def ask(i: int) -> None:
@@ -38,14 +53,14 @@ async def test_reply_mux_routes_each_reply_to_its_request(bus: Bus) -> None:
     assert len(mux) == 0
 
 
-async def test_reply_mux_no_responders_raises(bus: Bus) -> None:
-    mux = ReplyMux(bus.nc)
+async def test_reply_mux_no_responders_raises(bus: Bus, nc: Client) -> None:
+    mux = ReplyMux(nc)
     with pytest.raises(nats.errors.NoRespondersError):
         await mux.request(f"{bus.settings.prefix}.nobody.home", b"{}", None, 5.0)
     assert len(mux) == 0
 
 
-async def test_reply_mux_times_out_and_drops_the_late_reply(bus: Bus) -> None:
+async def test_reply_mux_times_out_and_drops_the_late_reply(bus: Bus, nc: Client) -> None:
     subject = f"{bus.settings.prefix}.mux.slow"
     late: list[Msg] = []
 
@@ -54,24 +69,24 @@ async def test_reply_mux_times_out_and_drops_the_late_reply(bus: Bus) -> None:
         await msg.respond(b"late")
         late.append(msg)
 
-    sub = await bus.nc.subscribe(subject, cb=slow)
-    mux = ReplyMux(bus.nc)
+    sub = await nc.subscribe(subject, cb=slow)
+    mux = ReplyMux(nc)
     with pytest.raises(TimeoutError_) as caught:
         await mux.request(subject, b"{}", None, 0.1)
     with anyio.fail_after(5):
         while not late:  # noqa: ASYNC110
             await anyio.sleep(0.05)
-    await bus.nc.flush()
+    await nc.flush()
     await sub.unsubscribe()
     assert caught.value.code == 408
     assert subject in caught.value.description
     assert len(mux) == 0
 
 
-async def test_reply_mux_cancelled_request_leaves_nothing_waiting(bus: Bus) -> None:
+async def test_reply_mux_cancelled_request_leaves_nothing_waiting(bus: Bus, nc: Client) -> None:
     subject = f"{bus.settings.prefix}.mux.never"
-    sub = await bus.nc.subscribe(subject)  # takes the request, never answers
-    mux = ReplyMux(bus.nc)
+    sub = await nc.subscribe(subject)  # takes the request, never answers
+    mux = ReplyMux(nc)
     with anyio.move_on_after(0.2) as timer:
         await mux.request(subject, b"{}", None, 30.0)
     await sub.unsubscribe()
@@ -79,10 +94,10 @@ async def test_reply_mux_cancelled_request_leaves_nothing_waiting(bus: Bus) -> N
     assert len(mux) == 0
 
 
-async def test_reply_mux_fail_all_fails_waiting_requests_at_once(bus: Bus) -> None:
+async def test_reply_mux_fail_all_fails_waiting_requests_at_once(bus: Bus, nc: Client) -> None:
     subject = f"{bus.settings.prefix}.mux.hold"
-    sub = await bus.nc.subscribe(subject)
-    mux = ReplyMux(bus.nc)
+    sub = await nc.subscribe(subject)
+    mux = ReplyMux(nc)
     outcome: list[BaseException] = []
 
     async def ask() -> None:
