@@ -46,20 +46,20 @@ async def collect(nc: Client, subject: str, count: int) -> tuple[list[bytes], an
     return got, done
 
 
-async def test_first_publish_in_a_turn_is_written_before_publish_returns(
+async def test_a_turns_publishes_leave_in_one_write_at_its_end_without_the_flusher(
     wire: Wire, plain: Client, settings: Settings
 ) -> None:
     subject = f"{settings.prefix}.wire.turn"
     got, done = await collect(plain, subject, 3)
-    await wire.publish(subject, b"0")
-    assert wire._pending == []  # on the socket already: no flusher task involved
-    await wire.publish(subject, b"1")
-    await wire.publish(subject, b"2")
-    assert len(wire._pending) == 2  # the rest of the turn waits for its end, then one write
+    for i in range(3):
+        await wire.publish(subject, str(i).encode())
+    assert len(wire._pending) == 3  # waiting for the end of the turn
+    assert wire._flush_queue is not None and wire._flush_queue.empty()  # no flusher woken
+    await anyio.lowlevel.checkpoint()  # the turn ends
+    assert wire._pending == []
     with anyio.fail_after(5):
         await done.wait()
     assert got == [b"0", b"1", b"2"]
-    assert wire._pending == []
 
 
 async def test_a_burst_that_backs_up_the_socket_arrives_whole_and_in_order(
