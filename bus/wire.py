@@ -65,18 +65,15 @@ class Wire(Client):
     def _close_turn(self) -> None:
         """Write, in one call, what this turn of the event loop published."""
         self._turn_open = False
-        self._write_out()
+        if self._pending_data_size > 0 and self.is_connected and self._transport is not None:
+            self._transport.writelines(self._pending)
+            self._pending = []
+            self._pending_data_size = 0
 
     def _backlogged(self) -> bool:
         """True unless the socket takes writes at once (nats-py's flusher then waits for it)."""
         writer = getattr(self._transport, "_io_writer", None)  # None on websockets
         return writer is None or writer.transport.get_write_buffer_size() > 0
-
-    def _write_out(self) -> None:
-        if self._pending_data_size > 0 and self.is_connected and self._transport is not None:
-            self._transport.writelines(self._pending)
-            self._pending = []
-            self._pending_data_size = 0
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
