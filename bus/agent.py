@@ -1,10 +1,16 @@
 """The ``Agent`` base: one NATS micro service per agent, endpoints and durable work.
 
 A subclass declares endpoints with ``@endpoint`` and at most one ``@work``
-handler. ``run()`` connects, makes sure the streams exist, registers the service
+handler, and loads settings of its own in ``__init__`` (so a bad value stops the process
+before it connects). ``run()`` connects, makes sure the streams exist, registers the service
 (``$SRV.PING|INFO|STATS``), serves, and on :meth:`stop` shuts down gracefully:
 stop announcing and pulling, let in-flight work finish within the grace period,
-nak what is left, drain the connection.
+nak what is left, drain the connection. When nats-py gives the connection up for good, the
+agent shuts down the same way and ``run()`` raises UnavailableError, so the process exits and
+its supervisor starts it afresh.
+
+A reply never exceeds the server's ``max_payload``: one that would is answered with a 413
+naming the limit instead, and error texts are bounded and never quote the request.
 """
 
 from __future__ import annotations
@@ -13,12 +19,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, ClassVar
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -26,16 +32,15 @@ from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import codec, context, topology, tracing
+from bus import codec, connection, context, topology, tracing, wire
 from bus.client import Bus, service_error
 from bus.config import Settings, load
 from bus.connection import Link, connect
-from bus.errors import SophiaError, UnavailableError
-from bus.handlers import EndpointSpec, WorkSpec, collect, endpoint
+from bus.errors import UnavailableError, describe
+from bus.handlers import EndpointHandler, EndpointSpec, WorkSpec, collect, endpoint
 from bus.micro import EndpointStats, ServiceIdentity
 from bus.schemas.common import Empty, Health
 from bus.tasks import TaskSet
-from bus.wire import DirectHandler, Wire
 from bus.work import WorkConsumer
 
 log = logging.getLogger("sophia.bus")
@@ -90,6 +95,8 @@ class Agent:
         )
         self._consumer: WorkConsumer | None = None
         self._requests = TaskSet(ENDPOINT_CONCURRENCY)
+        self._lost = False  # nats-py gave the connection up
+        self.link.on_closed(self._connection_ended)
 
     # ---- hooks for subclasses -------------------------------------------------------------
 
@@ -119,6 +126,15 @@ class Agent:
         """Ask :meth:`run` to shut down gracefully; safe to call from a signal handler task."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (a second signal then cancels at once)."""
+        return self._stop.is_set()
+
+    def _connection_ended(self) -> None:
+        self._lost = True
+        self.stop()
+
     async def run(self, *, task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`stop`, then shut down gracefully; reports ``started()`` once ready.
 
@@ -140,6 +156,8 @@ class Agent:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close(nc)
+        if self._lost:
+            raise UnavailableError("the bus connection ended and could not be re-established")
 
     # ---- serving ---------------------------------------------------------------------------
 
@@ -160,8 +178,6 @@ class Agent:
                 cb=self._dispatcher(spec, stats, handler),
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
             )
-            if isinstance(self.nc, Wire):
-                self.nc.deliver_directly(sub, self._starter(spec, stats, handler))
             self._subs.append(sub)
         if self._work is not None:
             await topology.ensure_consumer(self.bus.js, self.settings, self.name)
@@ -180,38 +196,29 @@ class Agent:
             self._srv_subs.append(await self.nc.subscribe(subject, cb=self._control(verb)))
         await self.nc.flush()
 
-    def _control(self, verb: str) -> Any:
+    def _control(self, verb: str) -> Callable[[Msg], Awaitable[None]]:
         async def reply(msg: Msg) -> None:
             if msg.reply:
-                await msg.respond(codec.encode(self._identity.reply(verb)))
+                await wire.publish(self.nc, msg.reply, codec.encode(self._identity.reply(verb)))
 
         return reply
 
-    def _dispatcher(self, spec: EndpointSpec, stats: EndpointStats, handler: Any) -> Any:
+    def _dispatcher(
+        self, spec: EndpointSpec, stats: EndpointStats, handler: EndpointHandler
+    ) -> Callable[[Msg], Awaitable[None]]:
         async def dispatch(msg: Msg) -> None:
             await self._requests.spawn(self._handle(spec, stats, handler, msg))
 
         return dispatch
 
-    def _starter(self, spec: EndpointSpec, stats: EndpointStats, handler: Any) -> DirectHandler:
-        """Start a request's task from the parser; when the pool is full, leave it to dispatch."""
-
-        def start(msg: Msg) -> bool:
-            if not self._requests.has_room():
-                return False
-            self._requests.start(self._handle(spec, stats, handler, msg))
-            return True
-
-        return start
-
     async def _handle(
-        self, spec: EndpointSpec, stats: EndpointStats, handler: Any, msg: Msg
+        self, spec: EndpointSpec, stats: EndpointStats, handler: EndpointHandler, msg: Msg
     ) -> None:
         started = time.perf_counter_ns()
         error = await self._respond(spec, handler, msg)
         stats.record(started, error)
 
-    async def _respond(self, spec: EndpointSpec, handler: Any, msg: Msg) -> str | None:
+    async def _respond(self, spec: EndpointSpec, handler: EndpointHandler, msg: Msg) -> str | None:
         """Run one request through ``handler`` and reply; returns the error text, if any."""
         msgpack = codec.is_msgpack(msg.headers)
         with tracing.message_span(
@@ -225,28 +232,26 @@ class Agent:
                 "rpc.method": spec.name,
             },
         ) as span:
+            headers = {codec.CONTENT_TYPE: codec.MSGPACK} if msgpack else None
             try:
                 request = codec.decode(msg.data, spec.request_type, msgpack)
                 with context.handling(msg.headers):
                     reply = await handler(request)
                 payload = codec.encode(reply, msgpack)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                code, text = 400, str(exc)
-            except SophiaError as exc:
-                code, text = exc.code, exc.description
-            except Exception:
-                log.exception("endpoint_failed", extra={"endpoint": msg.subject})
-                code, text = 500, "internal error"
+                wire.check(self.nc, payload, headers, what="reply")
+            except Exception as exc:
+                code, text = describe(exc)
+                if code == 500:
+                    log.exception("endpoint_failed", extra={"endpoint": msg.subject})
             else:
                 if msg.reply:
-                    headers = {codec.CONTENT_TYPE: codec.MSGPACK} if msgpack else None
                     await self.nc.publish(msg.reply, payload, headers=headers)
                 return None
             span.set_status(Status(StatusCode.ERROR, text))
             span.set_attribute("error.type", str(code))
             if msg.reply:
-                body, headers = service_error(code, text)
-                await self.nc.publish(msg.reply, body, headers=headers)
+                body, error_headers = service_error(code, text)
+                await self.nc.publish(msg.reply, body, headers=error_headers)
             return text
 
     # ---- shutdown --------------------------------------------------------------------------
@@ -277,12 +282,7 @@ class Agent:
         if self._consumer is not None:
             with anyio.move_on_after(2):
                 await self._consumer.close()
-        self.link.closing = True
-        with anyio.move_on_after(self.settings.drain_grace_s + 2):
-            if nc.is_connected:
-                await nc.drain()
-        if not nc.is_closed:
-            await nc.close()
+        await connection.close(nc, self.link, self.settings.drain_grace_s + 2)
         tracing.shutdown()
         log.info("agent_stopped", extra={"agent": self.name, "id": self.id})
 

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from bus import codec, tracing
+from bus import codec, tracing, wire
 from bus.config import Settings
 from bus.connection import Link
 from bus.errors import (
@@ -28,7 +28,7 @@ from bus.errors import (
 )
 from bus.replies import ReplyMux
 from bus.schemas.common import ErrorBody
-from bus.subjects import Subjects
+from bus.subjects import Subjects, is_publishable
 
 T = TypeVar("T")
 
@@ -82,8 +82,13 @@ class Bus:
         timeout = self.settings.request_timeout_s if timeout is None else timeout
         if self.link is not None and not self.link.connected:
             raise UnavailableError("bus connection is down")
+        if not is_publishable(subject):
+            raise BadRequestError(
+                "subject: must be dot-separated tokens without spaces or wildcards"
+            )
         with tracing.client_span(subject):
             headers = tracing.inject(dict(headers) if headers else None) or None
+            wire.check(self.nc, payload, headers)
             try:
                 return await self._replies.request(subject, payload, headers, timeout)
             except nats.errors.NoRespondersError:
@@ -145,6 +150,7 @@ class Bus:
     ) -> PubAck:
         with tracing.client_span(subject, "publish"):
             tracing.inject(headers)
+            wire.check(self.nc, payload, headers)
             try:
                 return await self.js.publish(subject, payload, headers=headers)
             except nats.errors.NoRespondersError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -18,12 +17,17 @@ from typing import Any, TypeVar, Union, get_type_hints
 
 import msgspec
 
+from bus.subjects import is_dotted, is_token
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+#: a bound endpoint handler: its typed request in, its typed reply out
+EndpointHandler = Callable[[Any], Awaitable[msgspec.Struct]]
+#: a bound durable-work handler: one typed item in, nothing out (it is acked after)
+WorkHandler = Callable[[Any], Awaitable[None]]
 
 _ENDPOINT_ATTR = "__sophia_endpoint__"
 _WORK_ATTR = "__sophia_work__"
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_SUBJECT_TAIL = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +131,10 @@ def _endpoint_spec(cls: type, attr: str, fn: Callable[..., Any]) -> EndpointSpec
     if not _is_struct_type(reply_type):
         raise TypeError(f"{where}: the return type must be a msgspec.Struct type")
     tail = subject or attr
-    if not _SUBJECT_TAIL.match(tail):
+    if not is_dotted(tail):
         raise TypeError(f"{where}: subject {tail!r} must be tokens of letters, digits, '_', '-'")
     name = tail.replace(".", "_")
-    if not _NAME.match(name):
+    if not is_token(name):
         raise TypeError(f"{where}: endpoint name {name!r} is not allowed")
     doc = inspect.cleandoc(fn.__doc__ or "").strip()
     return EndpointSpec(attr, name, tail, request_type, reply_type, public, doc, access)

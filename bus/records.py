@@ -62,7 +62,7 @@ class Records(Generic[T]):
         """The record and its revision. Raises NotFoundError, BadRequestError (bad key)."""
         found = await self._read(key)
         if found is None:
-            raise NotFoundError(f"{self.bucket}: no record {key!r}")
+            raise NotFoundError(f"{self.bucket}: no such record")
         return found
 
     async def update(self, key: str, change: Callable[[T | None], T]) -> tuple[T, int]:
@@ -84,7 +84,9 @@ class Records(Generic[T]):
                 await anyio.sleep(BACKOFF_S * (attempt + 1) * random.random())
                 continue
             return record, revision
-        raise ConflictError(f"{self.bucket}: {key!r} kept changing; gave up after {MAX_ATTEMPTS}")
+        raise ConflictError(
+            f"{self.bucket}: the record kept changing; gave up after {MAX_ATTEMPTS}"
+        )
 
     async def delete(self, key: str) -> None:
         await self.kv.delete(key)
@@ -95,7 +97,7 @@ class Records(Generic[T]):
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         except nats.js.errors.InvalidKeyError:
-            raise BadRequestError(f"key {key!r}: letters, digits and -/_=. only") from None
+            raise BadRequestError("key: letters, digits and -/_=. only") from None
         if entry.value is None or entry.revision is None:
             return None
         return codec.decode(entry.value, self.record_type), entry.revision

@@ -34,7 +34,7 @@ def backend_options() -> dict[str, Any]:
 async def _watch_signals(agent: Agent, scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
-            if agent._stop.is_set():
+            if agent.stopping:
                 scope.cancel()
                 return
             agent.stop()
@@ -49,10 +49,14 @@ async def serve(agent: Agent) -> None:
 
 
 def run_agent(cls: type[Agent]) -> NoReturn:
-    """Entry point of ``python -m agents.<name>``: never returns."""
-    settings = configured(cls.name, lambda: load(Settings))
-    logs.configure(settings.log_level)
-    run_process(cls.name, serve, cls(settings))
+    """Entry point of ``python -m agents.<name>``: never returns.
+
+    Every setting (the bus's and the agent's own, loaded in its ``__init__``) is checked
+    before anything connects: a bad one exits 2 with its one-line message.
+    """
+    agent = configured(cls.name, lambda: cls(load(Settings)))
+    logs.configure(agent.settings.log_level)
+    run_process(cls.name, serve, agent)
 
 
 def configured(name: str, load_all: Callable[[], T]) -> T:

@@ -10,23 +10,47 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-_DOTTED = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+#: the one rule for a name that becomes a subject token (a service, an endpoint, a prefix)
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_DOTTED = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 SRV_PREFIX = "$SRV"
+JS_API_PREFIX = "$JS.API"
+#: where nats-py's inboxes live (its default ``inbox_prefix``): replies and progress
+INBOX_PREFIX = "_INBOX."
+
+
+def is_token(value: str) -> bool:
+    """Whether ``value`` is one subject token: letters, digits, ``_`` or ``-``."""
+    return _TOKEN.fullmatch(value) is not None
+
+
+def is_dotted(value: str) -> bool:
+    """Whether ``value`` is one or more tokens joined by dots."""
+    return _DOTTED.fullmatch(value) is not None
+
+
+_PUBLISHABLE = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
+
+
+def is_publishable(subject: str) -> bool:
+    """Whether a message may be sent to ``subject``: dot-separated tokens, none empty, with no
+    white space and no wildcard (``$SRV.PING`` and ``_INBOX.x`` are publishable)."""
+    return len(subject) <= 4096 and _PUBLISHABLE.fullmatch(subject) is not None
 
 
 def token(value: str, what: str = "token") -> str:
     """Return ``value`` when it is one subject token. Raises ValueError naming ``what``."""
-    if not _TOKEN.match(value):
-        raise ValueError(f"{what} {value!r}: must be letters, digits, '_' or '-'")
+    if not is_token(value):
+        raise ValueError(f"{what}: must be letters, digits, '_' or '-'")
     return value
 
 
 def dotted(value: str, what: str = "name") -> str:
     """Return ``value`` when it is one or more tokens joined by dots. Raises ValueError."""
-    if not _DOTTED.match(value):
-        raise ValueError(f"{what} {value!r}: must be tokens of letters, digits, '_' or '-'")
+    if not is_dotted(value):
+        raise ValueError(f"{what}: must be tokens of letters, digits, '_' or '-' joined by dots")
     return value
 
 
@@ -87,6 +111,10 @@ class Subjects:
     def consumer(self, service: str) -> str:
         """Durable pull consumer of one service on the work stream."""
         return token(service, "service")
+
+    def pull_next(self, service: str) -> str:
+        """The JetStream API subject a pull request for ``service``'s work is sent to."""
+        return f"{JS_API_PREFIX}.CONSUMER.MSG.NEXT.{self.work_stream}.{self.consumer(service)}"
 
     @property
     def tasks_bucket(self) -> str:

@@ -1,102 +1,60 @@
-"""nats-py's client with a shorter path for every message the bus publishes or handles itself.
+"""What one NATS message may carry, checked before anything is published.
 
-nats-py moves each message through two extra event-loop hops: a publish only queues its bytes
-and wakes a flusher task to write them, and a received message is queued for a per-
-subscription task that then calls the callback. Measured here, that is about a third of a
-request/reply round trip. :class:`Wire` keeps nats-py (its parser, reconnects, JetStream, KV)
-and takes both hops out:
+nats-server closes the connection of a client that sends a message whose headers and payload
+together exceed its ``max_payload``, and nats-py checks the payload alone: one oversize
+message would cut a process off the bus. Every publish of Sophia's goes through
+:func:`publish` (or :func:`check` before a ``request``), which counts the headers as nats-py
+writes them, so such a message is refused here with a 413 and the connection is untouched.
 
-- what is published in one turn of the event loop is written in one call at the end of that
-  turn, by a plain callback instead of a task woken through a queue. A burst still costs one
-  write, and nats-server one wake-up (measured: writing each turn's first publish at once
-  as well gave no faster stdio calls and cost nats-server 15% more CPU per call). While the
-  connection is reconnecting, the socket is backed up, or a forced flush is asked for,
-  nats-py's own path (buffering, its flusher, the flush timeout) runs instead;
-- a subscription registered with :meth:`Wire.deliver_directly` has its messages handed to a
-  plain function from the parser. The function returns ``False`` when it cannot take the
-  message now (its handler pool is full), and the message then goes the ordinary way: queued
-  for the subscription's callback, where it waits for room. While any message waits in that
-  queue, later ones queue behind it, so none overtakes another.
-
-Written against nats-py 2.16 (``pyproject.toml`` pins it): the overridden methods are private
-to nats-py, so a new version needs this file checked against its ``_process_msg`` and
-``_flush_pending``.
+Public nats-py API only: ``Client.max_payload`` and ``Client.publish``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
 
-from nats import errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-DirectHandler = Callable[[Msg], bool]
+from bus.errors import PayloadTooLargeError
+
+_HEADER_LINE = len(b"NATS/1.0\r\n") + len(b"\r\n")  # the status line and the closing blank line
+_PER_HEADER = len(b": \r\n")
 
 
-class Wire(Client):
-    """A nats-py ``Client`` that writes without its flusher task and can deliver without a queue."""
+def header_bytes(headers: Mapping[str, str] | None) -> int:
+    """Bytes ``headers`` take in a message (at most: nats-py strips keys and values)."""
+    if not headers:
+        return 0
+    return _HEADER_LINE + sum(
+        len(key.encode()) + len(value.encode()) + _PER_HEADER for key, value in headers.items()
+    )
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._direct: dict[int, DirectHandler] = {}
-        self._turn_open = False  # a write is due at the end of this turn of the event loop
 
-    def deliver_directly(self, sub: Subscription, handler: DirectHandler) -> None:
-        """Hand ``sub``'s messages to ``handler`` as they are parsed, instead of its callback.
+def room(nc: Client, headers: Mapping[str, str] | None = None) -> int:
+    """Payload bytes one message with ``headers`` may still carry on ``nc``."""
+    return nc.max_payload - header_bytes(headers)
 
-        ``handler`` must not block; it returns ``False`` to leave a message to the callback.
-        """
-        self._direct[sub._id] = handler
 
-    async def _flush_pending(self, force_flush: bool = False) -> Any:
-        if force_flush or not self.is_connected or self._backlogged():
-            return await super()._flush_pending(force_flush)
-        if not self._turn_open:
-            self._turn_open = True
-            asyncio.get_running_loop().call_soon(self._close_turn)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+def check(
+    nc: Client, payload: bytes, headers: Mapping[str, str] | None = None, what: str = "payload"
+) -> None:
+    """Raise PayloadTooLargeError (naming ``what``) unless the message fits ``max_payload``."""
+    size = len(payload) + header_bytes(headers)
+    if size > nc.max_payload:
+        raise PayloadTooLargeError(
+            f"{what}: {size} bytes is over the bus's limit of {nc.max_payload} bytes"
+        )
 
-    def _close_turn(self) -> None:
-        """Write, in one call, what this turn of the event loop published."""
-        self._turn_open = False
-        if self._pending_data_size > 0 and self.is_connected and self._transport is not None:
-            self._transport.writelines(self._pending)
-            self._pending = []
-            self._pending_data_size = 0
 
-    def _backlogged(self) -> bool:
-        """True unless the socket takes writes at once (nats-py's flusher then waits for it)."""
-        writer = getattr(self._transport, "_io_writer", None)  # None on websockets
-        return writer is None or writer.transport.get_write_buffer_size() > 0
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        handler = self._direct.get(sid)
-        if handler is None:
-            return await super()._process_msg(sid, subject, reply, data, headers)
-        sub = self._subs.get(sid)
-        if sub is None:  # unsubscribed; sids are never reused
-            del self._direct[sid]
-            return None
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        sub._received += 1
-        msg = self._build_message(sid, subject, reply, data, await self._process_headers(headers))
-        if not sub._pending_queue.qsize() and handler(msg):
-            return None
-        sub._pending_size += len(data)
-        try:
-            sub._pending_queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            sub._pending_size -= len(data)
-            await self._error_cb(
-                errors.SlowConsumerError(subject=msg.subject, reply=msg.reply, sid=sid, sub=sub)
-            )
-        return None
+async def publish(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    reply: str = "",
+    headers: dict[str, str] | None = None,
+    what: str = "payload",
+) -> None:
+    """``nc.publish`` after :func:`check`. Raises PayloadTooLargeError and what nats-py raises."""
+    check(nc, payload, headers, what)
+    await nc.publish(subject, payload, reply=reply, headers=headers)

@@ -1,10 +1,12 @@
 """Durable work: a continuous pull consumer with bounded in-flight work and dead letters.
 
 Guarantees, per delivered item: it is acked only after its handler returned; a
-retryable failure is nak'ed with capped exponential backoff; bad input (it does
-not decode, or the handler raised a 4xx SophiaError) and the last allowed
-delivery are copied to the DLQ stream, then terminated. Never more than
-``max_in_flight`` items are being handled by one process: pull requests ask only
+retryable failure (a RetryableError, or an unexpected exception) is nak'ed with capped
+exponential backoff; bad input (it does not decode, or the handler raised any other
+SophiaError) and the last allowed delivery are copied to the DLQ stream, then terminated.
+A dead letter always fits the bus: an item too large to be copied whole keeps as much of its
+payload as fits and says so (``truncated``, ``payload_bytes``), so nothing is stranded. Never
+more than ``max_in_flight`` items are being handled by one process: pull requests ask only
 for the free slots (backpressure lives on the server, not in a local buffer).
 """
 
@@ -14,18 +16,18 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import msgspec
+from msgspec.structs import replace as msgspec_replace
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import codec, context, tracing
+from bus import codec, context, tracing, wire
 from bus.client import MSG_ID_HEADER, Bus
-from bus.errors import SophiaError
+from bus.errors import RetryableError, SophiaError, describe
+from bus.handlers import WorkHandler
 from bus.schemas.common import DeadLetter
 from bus.tasks import TaskSet
 
@@ -44,13 +46,14 @@ def backoff(delivery: int) -> float:
 
 
 def _describe(exc: BaseException) -> tuple[str, int, bool]:
-    """(text, code, retryable) for a failed work item; 4xx errors are not retried."""
-    if isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
-        return f"bad input: {exc}", 400, False
-    if isinstance(exc, SophiaError):
-        return exc.description, exc.code, exc.code >= 500
-    text = f"{type(exc).__name__}: {exc}"
-    return text[:500], 500, True
+    """(text, code, retryable) for a failed work item: bad input and refusals are final."""
+    code, text = describe(exc)
+    if code == 500 and not isinstance(exc, SophiaError):
+        text = f"internal error ({type(exc).__name__})"  # its message may hold anything
+    retryable = isinstance(exc, RetryableError) or (
+        not isinstance(exc, SophiaError) and code == 500
+    )
+    return text, code, retryable
 
 
 class WorkConsumer:
@@ -61,7 +64,7 @@ class WorkConsumer:
         bus: Bus,
         service: str,
         item_type: Any,
-        handler: Callable[[Any], Awaitable[None]],
+        handler: WorkHandler,
         *,
         max_in_flight: int,
         batch: int,
@@ -88,9 +91,7 @@ class WorkConsumer:
         self._sub: Subscription | None = None
         self._inbox = ""
         subjects = bus.subjects
-        self._next_subject = (
-            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.work_stream}.{subjects.consumer(service)}"
-        )
+        self._next_subject = subjects.pull_next(service)
         self._work_subject = subjects.work(service)
         self._dlq_subject = subjects.dlq(service)
 
@@ -221,26 +222,46 @@ class WorkConsumer:
     async def _dead_letter(self, msg: Msg, error: str, code: int) -> None:
         """Copy ``msg`` to the DLQ with its error, then terminate it (in that order)."""
         meta = msg.metadata
-        try:
-            payload, encoding = msg.data.decode(), "utf-8"
-        except UnicodeDecodeError:
-            payload, encoding = base64.b64encode(msg.data).decode(), "base64"
+        dedupe = {MSG_ID_HEADER: f"dlq-{meta.stream}-{meta.sequence.stream}"}
         letter = DeadLetter(
             service=self.service,
             subject=msg.subject,
             headers=dict(msg.headers or {}),
-            payload=payload,
-            encoding=encoding,
+            payload="",
+            encoding="utf-8",
             deliveries=meta.num_delivered,
             error=error,
             code=code,
             stream_seq=meta.sequence.stream,
             failed_at=time.time(),
+            payload_bytes=len(msg.data),
         )
-        dedupe = f"dlq-{meta.stream}-{meta.sequence.stream}"
-        await self.bus.js.publish(
-            self._dlq_subject, codec.encode(letter), headers={MSG_ID_HEADER: dedupe}
-        )
+        body = fitted(letter, msg.data, wire.room(self.bus.nc, dedupe))
+        await self.bus.js.publish(self._dlq_subject, body, headers=dedupe)
         await msg.term()
         self.dead_lettered += 1
         log.warning("work_dead_lettered", extra={"service": self.service, "code": code})
+
+
+def _payload_text(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode(), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), "base64"
+
+
+def fitted(letter: DeadLetter, data: bytes, room: int) -> bytes:
+    """``letter`` with ``data`` as its payload, encoded within ``room`` bytes.
+
+    What does not fit is cut from the end of the payload (then headers are dropped), and the
+    letter says so: ``truncated`` true, ``payload_bytes`` the original size.
+    """
+    payload, encoding = _payload_text(data)
+    whole = codec.encode(msgspec_replace(letter, payload=payload, encoding=encoding))
+    if len(whole) <= room:
+        return whole
+    bare = msgspec_replace(letter, payload="", encoding="base64", truncated=True, headers={})
+    spare = room - len(codec.encode(bare)) - 64  # JSON escaping never grows base64
+    keep = max(spare // 4 * 3, 0)
+    cut = base64.b64encode(data[:keep]).decode()
+    return codec.encode(msgspec_replace(bare, payload=cut))

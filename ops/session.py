@@ -19,12 +19,11 @@ import nats.errors
 from nats.aio.client import Client
 
 from bus.client import Bus
-from bus.config import Settings
+from bus.config import Settings, redact_url
 from bus.errors import UnavailableError
 from bus.micro import PingResponse
 from bus.subjects import srv
 from ops.natsserver import port_open
-from ops.stack import redact_url
 
 T = TypeVar("T", bound=msgspec.Struct)
 

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -92,16 +92,6 @@ class StackState(msgspec.Struct, kw_only=True):
     edge_url: str | None
     supervisor_log: str
     programs: list[ProgramState]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (it goes to screens and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def local_nats_address(url: str) -> tuple[str, int] | None:

@@ -23,7 +23,7 @@ import msgspec
 from anyio.abc import Process, TaskGroup, TaskStatus
 
 from bus import topology
-from bus.config import Settings
+from bus.config import Settings, redact_url
 from bus.connection import Link, connect
 from bus.errors import SophiaError, UnavailableError
 from ops.natsserver import START_TIMEOUT_S, port_open
@@ -34,7 +34,6 @@ from ops.stack import (
     ProgramState,
     StackState,
     read_pid,
-    redact_url,
     write_state,
 )
 

@@ -15,10 +15,11 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from bus.client import Bus
+from bus.config import redact_url
 from bus.micro import InfoResponse, PingResponse, StatsResponse
 from bus.subjects import Subjects, srv
 from ops.session import discover
-from ops.stack import Layout, StackState, read_pid, read_state, redact_url
+from ops.stack import Layout, StackState, read_pid, read_state
 
 JS_TIMEOUT_S = 3.0
 

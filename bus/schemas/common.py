@@ -48,3 +48,5 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     code: int
     stream_seq: int
     failed_at: float
+    truncated: bool = False  # the payload was cut to fit the bus (headers dropped too)
+    payload_bytes: int = 0  # the original payload's size

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bus.config import Settings, load
+from bus.config import Settings, load, redact_url
 from bus.errors import ConfigError
-from ops.stack import default_programs, local_nats_address, redact_url
+from ops.stack import default_programs, local_nats_address
 from ops.supervisor import CrashWindow, Policy
 
 
