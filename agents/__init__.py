@@ -1,3 +1,7 @@
-"""One module per agent process; each runs as ``python -m agents.<name>``."""
+"""One module per agent process, found by ``sophia up`` rather than listed here.
 
-AGENT_NAMES = ("planner", "coder", "reviewer", "memory", "infra")
+Every public module of this package defines exactly one ``bus.Agent`` subclass, whose
+``name`` is the program's name; adding ``agents/x.py`` is enough for ``sophia up`` to run
+it (as ``python -m bus.runner agents.x``). A module whose name starts with ``_`` is a
+helper, not an agent. See ``ops.stack.agent_modules``.
+"""

@@ -99,18 +99,32 @@ def reconnect_delay(max_wait_s: float) -> Callable[[list[Server], dict[str, Any]
     return choose
 
 
-async def _error_cb(exc: Exception) -> None:
-    log.warning("nats_error", extra={"error": type(exc).__name__})
+def _errors(link: Link) -> Callable[[Exception], Any]:
+    """nats-py's ``error_cb``: a warning while connected; while (re)connecting, each failed
+    attempt is a debug line (the disconnect itself was the warning), so a bus that stays
+    down does not fill the log."""
+
+    async def error_cb(exc: Exception) -> None:
+        level = logging.WARNING if link.connected else logging.DEBUG
+        log.log(level, "nats_error", extra={"error": type(exc).__name__})
+
+    return error_cb
 
 
-async def connect(settings: Settings, name: str, link: Link | None = None) -> Client:
-    """Connect to ``settings.nats_url``, retrying for at most ``CONNECT_TIMEOUT_S``.
+async def connect(
+    settings: Settings,
+    name: str,
+    link: Link | None = None,
+    *,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> Client:
+    """Connect to ``settings.nats_url``, retrying for at most ``timeout_s``.
 
     Raises UnavailableError when no server answered in that time.
     """
     link = link or Link()
     try:
-        with anyio.fail_after(CONNECT_TIMEOUT_S):
+        with anyio.fail_after(timeout_s):
             nc = Client()
             await nc.connect(
                 settings.nats_url,
@@ -122,7 +136,7 @@ async def connect(settings: Settings, name: str, link: Link | None = None) -> Cl
                 disconnected_cb=link.disconnected,
                 reconnected_cb=link.reconnected,
                 closed_cb=link.ended,
-                error_cb=_error_cb,
+                error_cb=_errors(link),
                 drain_timeout=int(max(settings.drain_grace_s, 1)),
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:

@@ -1,15 +1,22 @@
 """Running one agent as a process: uvloop when installed, SIGTERM/SIGINT drain, exit codes.
 
+``python -m bus.runner agents.x`` imports ``agents.x``, finds the one Agent subclass it defines
+and runs it, so an agent module needs no ``__main__`` block (``sophia up`` starts agents this
+way; ``python -m agents.x`` works where a module keeps one).
+
 Guarantee: the first SIGTERM or SIGINT asks the agent to stop gracefully (finish
 in-flight work within the grace period, then drain); a second one cancels at once.
-Exit status: 0 after a clean stop, 2 for a configuration error, 1 otherwise.
+Exit status: 0 after a clean stop, 2 for a configuration error (a module that does not import
+or does not define exactly one agent included), 1 otherwise.
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from types import ModuleType
 from typing import Any, NoReturn, TypeVar
 
 import anyio
@@ -79,3 +86,55 @@ def run_process(name: str, main: Callable[..., Awaitable[object]], *args: Any) -
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)
+
+
+def agent_class(module: ModuleType) -> type[Agent]:
+    """The one Agent subclass ``module`` defines (classes it only imports do not count).
+
+    Raises ConfigError naming the module when it defines none or more than one.
+    """
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Agent)
+        and obj is not Agent
+        and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise ConfigError(f"{module.__name__}: defines no Agent subclass")
+    if len(found) > 1:
+        names = ", ".join(sorted(cls.__name__ for cls in found))
+        raise ConfigError(
+            f"{module.__name__}: defines {len(found)} Agent subclasses ({names}); "
+            "one module runs one agent"
+        )
+    return found[0]
+
+
+def load_agent(module_name: str) -> type[Agent]:
+    """Import ``module_name`` and return its Agent subclass.
+
+    Raises ConfigError naming the module: it does not import, or it does not define
+    exactly one agent.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # whatever fails at import time, the module cannot run
+        raise ConfigError(
+            f"{module_name}: cannot be imported ({type(exc).__name__}: {exc})"
+        ) from None
+    return agent_class(module)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``python -m bus.runner MODULE``: run the agent ``MODULE`` defines; never returns."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m bus.runner MODULE  (e.g. agents.planner)", file=sys.stderr)
+        sys.exit(2)
+    run_agent(configured("runner", lambda: load_agent(args[0])))
+
+
+if __name__ == "__main__":
+    main()

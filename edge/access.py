@@ -3,6 +3,7 @@
 Scopes: ``*`` (everything), ``<service>`` or ``<service>:*`` (every endpoint of a service),
 ``<service>:<endpoint>`` (one endpoint), ``<service>:read`` (the endpoints whose metadata says
 ``access: read``). Tool patterns are shell-style (``memory_*``) over namespaced tool names.
+A :class:`Principal` is what Starlette's authentication puts in ``scope["user"]``.
 """
 
 from __future__ import annotations
@@ -12,21 +13,23 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-_SCOPE = re.compile(r"^(\*|[A-Za-z0-9_-]+(:(\*|[A-Za-z0-9_-]+))?)$")
-_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
+from starlette.authentication import BaseUser
+
+_SCOPE = re.compile(r"\*|[A-Za-z0-9_-]+(:(\*|[A-Za-z0-9_-]+))?")
+_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,128}")
 
 
 def check_scope(scope: str) -> str:
     """Return ``scope`` when it is well formed. Raises ValueError saying what is allowed."""
-    if not _SCOPE.match(scope):
-        raise ValueError(f"scope {scope!r}: must be '*', SERVICE, SERVICE:* or SERVICE:ENDPOINT")
+    if not _SCOPE.fullmatch(scope):
+        raise ValueError("scope: must be '*', SERVICE, SERVICE:*, SERVICE:read or SERVICE:ENDPOINT")
     return scope
 
 
 def check_pattern(pattern: str) -> str:
     """Return ``pattern`` when it is a usable tool-name pattern. Raises ValueError."""
-    if not _PATTERN.match(pattern):
-        raise ValueError(f"tool pattern {pattern!r}: letters, digits, '_', '-', '.', '*', '?'")
+    if not _PATTERN.fullmatch(pattern):
+        raise ValueError("tool pattern: letters, digits, '_', '-', '.', '*', '?', '[', ']'")
     return pattern
 
 
@@ -41,12 +44,20 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(BaseUser):
     """A caller: a token's name, scopes and tool allow-list, or the local stdio user."""
 
     name: str
     scopes: tuple[str, ...] = ("*",)
     tools: tuple[str, ...] = ()
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.name
 
     def may_call(self, service: str, endpoint: str, access: str = "") -> bool:
         """Whether the scopes reach ``service``/``endpoint`` (``access``: its declared class)."""

@@ -1,9 +1,11 @@
 """The edge's HTTP surface: ``/mcp``, ``/v1/{service}/{endpoint}``, health and OpenAPI.
 
-Every request passes one front door before its handler: a browser ``Origin`` must be one of
-the configured CORS origins (403 otherwise; none are allowed by default), then a bearer token
-(401) within its rate (429 with ``Retry-After``). Refusals and failures answer
-``{"error", "code"}``, are audited, and never carry internals.
+A Starlette app. Its authentication middleware (:class:`~edge.web.TokenBackend`) puts the
+caller in ``scope["user"]``; every route that needs a caller passes one front door first: a
+browser ``Origin`` must be one of the configured CORS origins (403 otherwise; none are
+allowed by default), then a known bearer token (401), within its rate (429 with
+``Retry-After``). Refusals and failures — 404 and 405 from the router included — answer
+``{"error", "code"}``, are audited, and never carry internals or the caller's input.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.authentication import AuthenticationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bus.agent import sophia_version
-from bus.errors import ForbiddenError, SophiaError
+from bus.errors import ForbiddenError, SophiaError, UnauthorizedError
 from edge.access import Principal
 from edge.gateway import decode_json, http_status, new_call_id
 from edge.limits import RateLimitedError
@@ -29,9 +37,10 @@ from edge.openapi import document
 from edge.runtime import Edge
 from edge.traces import edge_span
 from edge.web import (
-    authenticate,
-    header,
-    headers_dict,
+    TOKEN_REQUIRED,
+    TokenBackend,
+    error_body,
+    error_response,
     read_body,
     respond,
     respond_error,
@@ -40,8 +49,9 @@ from edge.web import (
 
 log = logging.getLogger("sophia.edge")
 
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_TRACE_HEADERS = ("traceparent", "tracestate")
 Handler = Callable[[Scope, Receive, Send, Principal], Awaitable[None]]
+_MCP_METHODS = ["GET", "POST", "DELETE"]
 
 
 class FrontDoor:
@@ -59,35 +69,43 @@ class FrontDoor:
             who = self.admit(scope)
             await self.handler(scope, receive, send, who)
         except SophiaError as exc:
-            await self._refused(scope, who, exc, started)
+            refused(self.edge, scope, self.transport, who, exc.code, started)
             await respond_error(send, exc)
         except Exception:
-            log.exception("edge_request_failed", extra={"path": scope.get("path", "")})
+            log.exception("edge_request_failed")
             await respond_json(send, 500, {"error": "internal error", "code": 500})
 
     def admit(self, scope: Scope) -> Principal:
         """The caller. Raises ForbiddenError, UnauthorizedError, RateLimitedError."""
-        origin = header(scope, b"origin")
+        origin = Headers(scope=scope).get("origin")
         if origin is not None and origin not in self.edge.edge_settings.cors_origins:
             raise ForbiddenError("origin not allowed")
-        who = authenticate(scope, self.edge.tokens)
+        who = scope.get("user")
+        if not isinstance(who, Principal):
+            raise UnauthorizedError(TOKEN_REQUIRED)
         wait = self.edge.limiter.acquire(who.name)
         if wait:
             raise RateLimitedError(wait)
         return who
 
-    async def _refused(
-        self, scope: Scope, who: Principal | None, error: SophiaError, started: float
-    ) -> None:
-        params = scope.get("path_params", {})
-        self.edge.auditor.record(
-            principal=who.name if who else "",
-            transport=self.transport,
-            service=params.get("service", "mcp"),
-            endpoint=params.get("endpoint", scope["method"]),
-            code=http_status(error.code),
-            started=started,
-        )
+
+def refused(
+    edge: Edge, scope: Scope, transport: str, who: Principal | None, code: int, started: float
+) -> None:
+    """Audit a call refused before the bus. Names only what exists: an unknown path segment
+    is the caller's input, so it is not recorded."""
+    params = scope.get("path_params", {})
+    service, name = params.get("service", "mcp"), params.get("endpoint", scope["method"])
+    if "service" in params and edge.catalog.get(service, name) is None:
+        service, name = "", ""
+    edge.auditor.record(
+        principal=who.name if who else "",
+        transport=transport,
+        service=service,
+        endpoint=name,
+        code=http_status(code),
+        started=started,
+    )
 
 
 async def call_endpoint(
@@ -99,11 +117,11 @@ async def call_endpoint(
     """
     params = scope["path_params"]
     endpoint = edge.gateway.resolve(who, params["service"], params["endpoint"])
-    body = await read_body(scope, receive, edge.edge_settings.edge_max_body_bytes)
+    body = await read_body(scope, receive, edge.max_body_bytes)
     args = decode_json(body)
-    with edge_span(
-        f"POST /v1/{endpoint.service}/{endpoint.name}", headers_dict(scope, _TRACE_HEADERS)
-    ):
+    headers = Headers(scope=scope)
+    carrier = {name: headers[name] for name in _TRACE_HEADERS if name in headers}
+    with edge_span(f"POST /v1/{endpoint.service}/{endpoint.name}", carrier or None):
         try:
             reply = await edge.gateway.call(
                 who, endpoint, args, body or b"{}", transport="http", call_id=new_call_id()
@@ -115,7 +133,13 @@ async def call_endpoint(
 
 
 async def openapi(edge: Edge, scope: Scope, receive: Receive, send: Send, who: Principal) -> None:
-    await respond_json(send, 200, document(edge.catalog.endpoints(), sophia_version()))
+    """The OpenAPI document of exactly what ``who`` may call."""
+    reachable = [
+        e
+        for e in edge.catalog.endpoints()
+        if who.may_call(e.service, e.name, e.access) and who.lists(e.tool_name)
+    ]
+    await respond_json(send, 200, document(reachable, sophia_version()))
 
 
 class Plain:
@@ -129,6 +153,15 @@ class Plain:
         await respond_json(send, status, body)
 
 
+def health(edge: Edge) -> tuple[int, dict[str, Any]]:
+    """Up while the bus connection lives (connected or reconnecting); 503 once it has ended."""
+    state = edge.link.state
+    return (503 if state == "closed" else 200), {
+        "status": "down" if state == "closed" else "ok",
+        "nats": state,
+    }
+
+
 def readiness(edge: Edge) -> tuple[int, dict[str, Any]]:
     services = sorted(edge.catalog.services)
     ready = edge.link.connected and edge.catalog.polls > 0 and bool(services)
@@ -140,33 +173,6 @@ def readiness(edge: Edge) -> tuple[int, dict[str, Any]]:
     return (200 if ready else 503), body
 
 
-class McpLane:
-    """``/mcp`` straight to its front door, everything else through the Starlette app.
-
-    Nearly every request of an MCP client is a POST to ``/mcp``, and Starlette's middleware
-    stack and router cost about a tenth of the edge's own work per call there. The lane is
-    only laid without CORS, whose middleware must see every request.
-    """
-
-    def __init__(self, app: ASGIApp, door: ASGIApp) -> None:
-        self.app = app
-        self.door = door
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/mcp"
-            and scope["method"] in _MCP_METHODS
-            and not scope.get("root_path")
-        ):
-            await self.door(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
-_MCP_METHODS = frozenset({"GET", "POST", "DELETE"})
-
-
 def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
     """The Starlette app over ``edge``; CORS only when origins are configured."""
 
@@ -176,12 +182,23 @@ def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
 
         return FrontDoor(edge, handler, transport)
 
-    mcp_door = FrontDoor(edge, mcp.handle, "mcp-http")
+    def token_refused(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+        refused(edge, conn.scope, "http", None, 401, time.perf_counter())
+        return error_response(UnauthorizedError(str(exc)))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        text = "not found" if exc.status_code == 404 else "method not allowed"
+        if exc.status_code not in (404, 405):
+            text = "bad request"
+        body = error_body(exc.status_code, text)
+        return Response(body, exc.status_code, exc.headers, media_type="application/json")
+
     routes = [
-        Route("/mcp", mcp_door, methods=list(_MCP_METHODS)),
+        Route("/mcp", FrontDoor(edge, mcp.handle, "mcp-http"), methods=_MCP_METHODS),
         Route("/v1/{service}/{endpoint}", door(call_endpoint, "http"), methods=["POST"]),
         Route("/openapi.json", door(openapi, "http"), methods=["GET"]),
-        Route("/healthz", Plain(lambda: (200, {"status": "ok"})), methods=["GET"]),
+        Route("/healthz", Plain(lambda: health(edge)), methods=["GET"]),
         Route("/readyz", Plain(lambda: readiness(edge)), methods=["GET"]),
     ]
     middleware = []
@@ -190,7 +207,7 @@ def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
             Middleware(
                 CORSMiddleware,
                 allow_origins=edge.edge_settings.cors_origins,
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=_MCP_METHODS,
                 allow_headers=[
                     "authorization",
                     "content-type",
@@ -201,5 +218,11 @@ def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
                 expose_headers=["mcp-session-id"],
             )
         )
-    app = Starlette(routes=routes, middleware=middleware)
-    return app if middleware else McpLane(app, mcp_door)
+    middleware.append(
+        Middleware(
+            AuthenticationMiddleware, backend=TokenBackend(edge.tokens), on_error=token_refused
+        )
+    )
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error}
+    )

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 
 from bus.micro import InfoResponse
 from bus.subjects import srv
-from edge.schema import InputValidator, object_schema
+from edge.schema import InputValidator, closed, object_schema
 
 log = logging.getLogger("sophia.edge")
 
@@ -65,16 +65,9 @@ class Endpoint:
 
     @cached_property
     def tool_schema(self) -> dict[str, Any]:
-        """The request schema as an MCP client sees it: the edge's own fields left out."""
-        if not self.progress_field:
-            return self.request_schema
-        schema = dict(self.request_schema)
-        schema["properties"] = {
-            k: v for k, v in schema["properties"].items() if k != PROGRESS_FIELD
-        }
-        if "required" in schema:
-            schema["required"] = [f for f in schema["required"] if f != PROGRESS_FIELD]
-        return schema
+        """The request schema as a client of the edge sees it (MCP tools, the HTTP API): the
+        edge's own fields left out, every declared object closed to unknown fields."""
+        return closed(without_progress(self.request_schema))
 
     @cached_property
     def response_schema(self) -> dict[str, Any]:
@@ -82,7 +75,19 @@ class Endpoint:
 
     @cached_property
     def validator(self) -> InputValidator:
-        return InputValidator(self.request_schema)
+        """Checks what a client sends against :attr:`tool_schema`."""
+        return InputValidator(self.tool_schema)
+
+
+def without_progress(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object schema without the edge's :data:`PROGRESS_FIELD` (the edge names the inbox)."""
+    if PROGRESS_FIELD not in schema.get("properties", {}):
+        return schema
+    result = dict(schema)
+    result["properties"] = {k: v for k, v in schema["properties"].items() if k != PROGRESS_FIELD}
+    if "required" in schema:
+        result["required"] = [f for f in schema["required"] if f != PROGRESS_FIELD]
+    return result
 
 
 def _schema(metadata: dict[str, str], key: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from bus import codec
+from bus import codec, wire
 from bus.client import Bus, raise_for_service_error
 from bus.errors import (
     BadRequestError,
@@ -28,6 +28,7 @@ from bus.errors import (
     SophiaError,
     TimeoutError_,
     UnavailableError,
+    describe,
 )
 from bus.schemas.edge import CALL_ID_HEADER, CallCancelled
 from edge.access import Principal
@@ -38,12 +39,13 @@ from edge.traces import trace_id_of
 log = logging.getLogger("sophia.edge")
 _ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not secrecy
 
-#: service-error code -> HTTP status; a bus timeout is the gateway's, hence 504
-HTTP_STATUS = {400: 400, 401: 401, 403: 403, 404: 404, 408: 504, 413: 413, 429: 429, 503: 503}
-
 
 def http_status(code: int) -> int:
-    return HTTP_STATUS.get(code, 500)
+    """The HTTP status for a service-error code: 4xx and 503 as they are, a bus timeout is the
+    gateway's (504), any other 5xx is 500."""
+    if code == 408:
+        return 504
+    return code if 400 <= code < 500 or code == 503 else 500
 
 
 def new_call_id() -> str:
@@ -62,15 +64,20 @@ class Gateway:
         self._cancel_subject = bus.subjects.event("edge", "cancel")
 
     def resolve(self, principal: Principal, service: str, name: str) -> Endpoint:
-        """The public endpoint ``service``/``name`` if ``principal`` may call it.
+        """The public endpoint ``service``/``name`` if ``principal`` may call it: its scopes
+        reach it and its tool allow-list (``--tools``) keeps it, as for MCP.
 
-        Raises NotFoundError (unknown or not public), ForbiddenError (outside the scopes).
+        Raises NotFoundError (unknown or not public), ForbiddenError (outside the token).
         """
         endpoint = self.catalog.get(service, name)
         if endpoint is None or not endpoint.public:
-            raise NotFoundError(f"no public endpoint {service}/{name}")
+            raise NotFoundError("no such public endpoint")
         if not principal.may_call(service, name, endpoint.access):
             raise ForbiddenError(f"token {principal.name!r} may not call {service}/{name}")
+        if not principal.lists(endpoint.tool_name):
+            raise ForbiddenError(
+                f"token {principal.name!r} may not call {service}/{name} (outside its tools)"
+            )
         return endpoint
 
     async def call(
@@ -123,6 +130,10 @@ class Gateway:
             await self._publish_cancel(CallCancelled(call_id=call_id, reason="client"))
 
     async def _forward(self, endpoint: Endpoint, args: Any, payload: bytes, call_id: str) -> bytes:
+        try:
+            codec.check_nesting(args)
+        except msgspec.ValidationError as exc:
+            raise BadRequestError(str(exc)) from None
         problem = endpoint.validator.problem(args)
         if problem is not None:
             raise BadRequestError(problem)
@@ -140,7 +151,7 @@ class Gateway:
 
     async def _publish_cancel(self, event: CallCancelled) -> None:
         try:
-            await self.bus.nc.publish(self._cancel_subject, codec.encode(event))
+            await wire.publish(self.bus.nc, self._cancel_subject, codec.encode(event))
         except Exception:  # best effort: the caller has gone already
             log.warning("cancel_publish_failed", extra={"call_id": event.call_id})
 
@@ -150,8 +161,9 @@ class Gateway:
 
 
 def decode_json(payload: bytes) -> Any:
-    """Decode a request body. Raises BadRequestError with msgspec's message."""
+    """Decode a request body (within the nesting limit). Raises BadRequestError naming the
+    problem (msgspec's words; the body itself is never quoted)."""
     try:
-        return msgspec.json.decode(payload or b"{}")
+        return codec.decode(payload)
     except msgspec.DecodeError as exc:
-        raise BadRequestError(f"body: {exc}") from None
+        raise BadRequestError(f"body: {describe(exc)[1]}") from None

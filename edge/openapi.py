@@ -2,14 +2,17 @@
 
 Each public endpoint is ``POST /v1/<service>/<endpoint>``; its msgspec ``$defs`` become
 ``components/schemas`` named ``<service>.<Type>``, so two services may both have a
-``SearchRequest``.
+``SearchRequest``. Request types are closed (``additionalProperties: false``) and without the
+edge's own ``progress_subject``, as the edge validates them; a type that is also part of a
+reply stays open, since replies may gain fields.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge.catalog import Endpoint
+from edge.catalog import Endpoint, without_progress
+from edge.schema import closed
 
 _DEFS = "#/$defs/"
 ERROR_STATUSES = {
@@ -40,15 +43,24 @@ def _rewrite(node: Any, service: str) -> Any:
     return out
 
 
-def _register(schema: dict[str, Any], service: str, components: dict[str, Any]) -> dict[str, Any]:
+def _register(
+    schema: dict[str, Any], service: str, components: dict[str, Any], *, request: bool
+) -> dict[str, Any]:
+    root = str(schema.get("$ref", "")).removeprefix(_DEFS)
     for name, definition in schema.get("$defs", {}).items():
-        components[f"{service}.{name}"] = _rewrite(definition, service)
+        key = f"{service}.{name}"
+        if not request:
+            components[key] = _rewrite(definition, service)
+            continue
+        if name == root:
+            definition = without_progress(definition)
+        components.setdefault(key, closed(_rewrite(definition, service)))
     return _rewrite(schema, service)
 
 
 def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
-    request = _register(endpoint.raw_request_schema, endpoint.service, components)
-    response = _register(endpoint.raw_response_schema, endpoint.service, components)
+    request = _register(endpoint.raw_request_schema, endpoint.service, components, request=True)
+    response = _register(endpoint.raw_response_schema, endpoint.service, components, request=False)
     summary = (endpoint.description.splitlines() or [endpoint.tool_name])[0]
     responses: dict[str, Any] = {
         "200": {"description": "The reply", "content": {"application/json": {"schema": response}}}

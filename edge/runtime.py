@@ -1,34 +1,41 @@
 """One edge process's parts, wired together and run for as long as the process serves.
 
 Guarantee: :func:`open_edge` yields once discovery has polled once (and, for HTTP, the tokens
-and sessions are being watched); on exit it sets :attr:`Edge.closing` (open event streams
+and sessions are being watched); the edge answers the NATS service API as ``edge`` (``nats
+micro ls`` lists every replica). On exit it sets :attr:`Edge.closing` (open event streams
 end), cancels its background tasks and drains the NATS connection within a bounded time.
+When nats-py gives the connection up for good, :attr:`Edge.lost` is set: the HTTP edge then
+stops (its supervisor starts it afresh), the stdio edge drops its tools and reconnects.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 import msgspec
 from nats.aio.msg import Msg
+from nats.nuid import NUID
 
-from bus import topology, tracing
+from bus import codec, connection, topology, tracing, wire
+from bus.agent import sophia_version
 from bus.client import Bus
 from bus.config import Settings
 from bus.connection import Link, connect
-from bus.schemas.edge import CallCancelled
+from bus.limits import HEADER_ROOM
+from bus.micro import ServiceIdentity
+from bus.schemas.edge import EDGE_SERVICE, CallCancelled, TokenSync, TokenSynced
 from edge import traces
 from edge.audit import Auditor
 from edge.catalog import Catalog
 from edge.config import EdgeSettings
 from edge.gateway import Gateway
 from edge.limits import RateLimiter
-from edge.mcp.core import McpCore
-from edge.mcp.handlers import EdgeTools
 from edge.mcp.inflight import Inflight
 from edge.mcp.sessions import Sessions
 from edge.tokens import TokenCache
@@ -37,6 +44,7 @@ log = logging.getLogger("sophia.edge")
 
 DRAIN_S = 5.0
 _cancel_decoder = msgspec.json.Decoder(CallCancelled)
+_sync_decoder = msgspec.json.Decoder(TokenSync)
 
 
 @dataclass
@@ -50,49 +58,61 @@ class Edge:
     catalog: Catalog
     auditor: Auditor
     gateway: Gateway
-    core: McpCore
     inflight: Inflight
     limiter: RateLimiter
     closing: anyio.Event
+    lost: anyio.Event
     tokens: TokenCache
     sessions: Sessions
+    identity: ServiceIdentity
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The body limit: the configured one, and always room for headers under the bus's
+        max_payload (a body the bus cannot carry is a 413 here, never a lost connection)."""
+        room = self.bus.nc.max_payload - HEADER_ROOM
+        return min(self.edge_settings.edge_max_body_bytes, room)
 
 
 @asynccontextmanager
 async def open_edge(
-    settings: Settings, edge_settings: EdgeSettings, *, shared: bool = True
+    settings: Settings,
+    edge_settings: EdgeSettings,
+    *,
+    shared: bool = True,
+    connect_timeout_s: float = connection.CONNECT_TIMEOUT_S,
 ) -> AsyncIterator[Edge]:
     """Connect, discover, watch; yield the wired :class:`Edge`. Raises UnavailableError.
 
     ``shared``: serve clients through several replicas (HTTP) — watch tokens and sessions and
-    hear cancellations from other replicas. Stdio serves one local client and needs none.
+    hear cancellations and token revocations from elsewhere. Stdio serves one local client and
+    needs none of it.
     """
     traces.configure()
     link = Link()
-    nc = await connect(settings, "sophia-edge", link)
+    nc = await connect(settings, "sophia-edge", link, timeout_s=connect_timeout_s)
     try:
         bus = Bus(nc, settings, link)
         await topology.ensure_streams(bus.js, settings)
         async with anyio.create_task_group() as tg:
             edge = await _wire(bus, link, settings, edge_settings)
+            link.on_closed(edge.lost.set)
             await tg.start(edge.catalog.run)
             await tg.start(edge.auditor.run)
+            await _announce(edge)
             if shared:
                 await tg.start(edge.tokens.run)
                 await tg.start(edge.sessions.watch)
-                subject = bus.subjects.event("edge", "cancel")
-                await nc.subscribe(subject, cb=_canceller(edge.inflight))
+                await nc.subscribe(bus.subjects.event("edge", "cancel"), cb=_canceller(edge))
+                await nc.subscribe(bus.subjects.endpoint(EDGE_SERVICE, "tokens.sync"),
+                                   cb=_token_syncer(edge))  # fmt: skip
             try:
                 yield edge
             finally:
                 edge.closing.set()
                 tg.cancel_scope.cancel()
     finally:
-        with anyio.move_on_after(DRAIN_S, shield=True):
-            if nc.is_connected:
-                await nc.drain()
-        if not nc.is_closed:
-            await nc.close()
+        await connection.close(nc, link, DRAIN_S)
         tracing.shutdown()
 
 
@@ -105,10 +125,13 @@ async def _wire(bus: Bus, link: Link, settings: Settings, edge_settings: EdgeSet
         edge_settings.edge_discovery_window_s,
     )
     auditor = Auditor(bus.nc, subjects)
-    gateway = Gateway(bus, catalog, auditor, edge_settings.edge_call_timeout_s)
-    core = McpCore(EdgeTools(gateway, catalog))
-    tokens = TokenCache(await bus.js.key_value(subjects.config_bucket))
-    sessions = Sessions(await bus.js.key_value(subjects.sessions_bucket), core)
+    identity = ServiceIdentity(
+        name=EDGE_SERVICE,
+        id=NUID().next().decode(),
+        version=sophia_version(),
+        description="MCP and HTTP in front of the bus",
+        metadata={"prefix": settings.prefix, "host": socket.gethostname(), "pid": str(os.getpid())},
+    )
     return Edge(
         settings=settings,
         edge_settings=edge_settings,
@@ -116,23 +139,53 @@ async def _wire(bus: Bus, link: Link, settings: Settings, edge_settings: EdgeSet
         link=link,
         catalog=catalog,
         auditor=auditor,
-        gateway=gateway,
-        core=core,
+        gateway=Gateway(bus, catalog, auditor, edge_settings.edge_call_timeout_s),
         inflight=Inflight(),
         limiter=RateLimiter(edge_settings.edge_rate_per_s, edge_settings.edge_rate_burst),
         closing=anyio.Event(),
-        tokens=tokens,
-        sessions=sessions,
+        lost=anyio.Event(),
+        tokens=TokenCache(await bus.js.key_value(subjects.config_bucket)),
+        sessions=Sessions(await bus.js.key_value(subjects.sessions_bucket)),
+        identity=identity,
     )
 
 
-def _canceller(inflight: Inflight):  # type: ignore[no-untyped-def]
+async def _announce(edge: Edge) -> None:
+    """Answer ``$SRV.PING|INFO|STATS`` as the ``edge`` service (no endpoints of its own)."""
+    nc = edge.bus.nc
+    for verb, subject in edge.identity.control_subjects():
+
+        async def reply(msg: Msg, verb: str = verb) -> None:
+            if msg.reply:
+                await wire.publish(nc, msg.reply, codec.encode(edge.identity.reply(verb)))
+
+        await nc.subscribe(subject, cb=reply)
+
+
+def _canceller(edge: Edge) -> Callable[[Msg], Awaitable[None]]:
     async def cancel(msg: Msg) -> None:
         try:
             event = _cancel_decoder.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        if event.session and inflight.cancel(event.session, event.request_id):
+        if event.session and edge.inflight.cancel(event.session, event.request_id):
             log.info("call_cancelled", extra={"session": event.session})
 
     return cancel
+
+
+def _token_syncer(edge: Edge) -> Callable[[Msg], Awaitable[None]]:
+    """Re-read one token and answer once this replica's view has it (revocation waits)."""
+
+    async def sync(msg: Msg) -> None:
+        try:
+            request = _sync_decoder.decode(msg.data)
+            await edge.tokens.recheck(request.name)
+        except Exception:  # a bad request or an unreachable bucket: no confirmation
+            log.warning("token_sync_failed")
+            return
+        if msg.reply:
+            answer = codec.encode(TokenSynced(id=edge.identity.id, name=request.name))
+            await wire.publish(edge.bus.nc, msg.reply, answer)
+
+    return sync

@@ -8,6 +8,7 @@ stops at once. Exit status from :func:`main`: 0 clean, 2 configuration, 1 otherw
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 from collections.abc import Iterator
 from typing import NoReturn
@@ -18,16 +19,21 @@ from anyio.abc import TaskStatus
 
 from bus import logs
 from bus.config import Settings, load
+from bus.errors import UnavailableError
 from bus.runner import configured, run_process
 from edge.access import LOCAL
 from edge.app import build_app
 from edge.config import EdgeSettings
-from edge.mcp.exchange import CallScope
-from edge.mcp.http import HttpLimits, McpHttp
-from edge.mcp.stdio import StdioServer, open_stdio
+from edge.mcp import stdio
+from edge.mcp.http import McpHttp
+from edge.mcp.tools import CallScope, EdgeTools
 from edge.runtime import Edge, open_edge
 
+log = logging.getLogger("sophia.edge")
+
 GRACE_S = 10.0
+STDIO_CONNECT_S = 2.0  # sophia mcp answers the editor at once: no longer than this for NATS
+STDIO_RETRY_S = 2.0  # then it tries again this often, quietly, until NATS is there
 
 
 class _Server(uvicorn.Server):
@@ -46,18 +52,6 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def mcp_http(edge: Edge) -> McpHttp:
-    limits = HttpLimits(
-        max_body_bytes=edge.edge_settings.edge_max_body_bytes,
-        max_streams=edge.edge_settings.edge_max_streams,
-        keepalive_s=edge.edge_settings.edge_keepalive_s,
-        edge_allow=tuple(edge.edge_settings.tool_patterns),
-    )
-    return McpHttp(
-        edge.core, edge.sessions, edge.gateway, edge.catalog, edge.inflight, limits, edge.closing
-    )
-
-
 async def serve_http(
     settings: Settings,
     edge_settings: EdgeSettings,
@@ -65,11 +59,18 @@ async def serve_http(
     port: int | None = None,
     task_status: TaskStatus[_Server] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve HTTP on ``SOPHIA_EDGE_BIND`` (or ``port``) until cancelled or asked to exit."""
+    """Serve HTTP on ``SOPHIA_EDGE_BIND`` (or ``port``) until cancelled or asked to exit.
+
+    Raises UnavailableError when NATS cannot be reached, or when the connection ends for good
+    (so the process exits and its supervisor starts it afresh).
+    """
     host, bind_port = settings.edge_host_port
     async with open_edge(settings, edge_settings) as edge:
+        tools = EdgeTools()
+        tools.attach(edge.gateway, edge.catalog)
+        mcp = McpHttp(edge, tools)
         config = uvicorn.Config(
-            build_app(edge, mcp_http(edge)),
+            build_app(edge, mcp),
             host=host,
             port=bind_port if port is None else port,
             log_config=None,
@@ -81,13 +82,21 @@ async def serve_http(
         )
         server = _Server(config)
         server.closing = edge.closing
-        async with anyio.create_task_group() as tg:
+        async with mcp.running(), anyio.create_task_group() as tg:
             tg.start_soon(_report_started, server, task_status)
+            tg.start_soon(_stop_when_lost, edge, server)
             try:
                 await server.serve()
             finally:
                 edge.closing.set()
             tg.cancel_scope.cancel()
+        if edge.lost.is_set():
+            raise UnavailableError("the bus connection ended and could not be re-established")
+
+
+async def _stop_when_lost(edge: Edge, server: _Server) -> None:
+    await edge.lost.wait()
+    server.request_exit()
 
 
 async def _report_started(server: _Server, task_status: TaskStatus[_Server]) -> None:
@@ -97,17 +106,54 @@ async def _report_started(server: _Server, task_status: TaskStatus[_Server]) -> 
 
 
 async def serve_stdio(settings: Settings, edge_settings: EdgeSettings, tools: list[str]) -> None:
-    """Serve MCP on stdin/stdout as the local user until end of input."""
-    async with open_edge(settings, edge_settings, shared=False) as edge:
-        base = CallScope(
-            principal=LOCAL,
-            transport="mcp-stdio",
-            allow=tuple(tools),
-            edge_allow=tuple(edge_settings.tool_patterns),
-        )
-        server = StdioServer(edge.core, edge.catalog, base)
-        async with open_stdio() as io:
-            await server.serve(io)
+    """Serve MCP on stdin/stdout as the local user until end of input.
+
+    The editor is answered at once, bus or no bus: without NATS the handshake succeeds with
+    no tools and instructions saying to run ``sophia up``; the tools appear (with
+    ``notifications/tools/list_changed``) as soon as NATS is reachable.
+    """
+    local = CallScope(
+        principal=LOCAL,
+        transport="mcp-stdio",
+        allow=tuple(tools),
+        edge_allow=tuple(edge_settings.tool_patterns),
+    )
+    edge_tools = EdgeTools(local)
+    async with anyio.create_task_group() as tg:
+        await tg.start(_keep_bus, settings, edge_settings, edge_tools)
+        await stdio.serve(edge_tools)
+        tg.cancel_scope.cancel()
+
+
+async def _keep_bus(
+    settings: Settings,
+    edge_settings: EdgeSettings,
+    tools: EdgeTools,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Attach ``tools`` to the bus whenever it is reachable; ``started()`` after the first try."""
+    started, warned = False, False
+    while True:
+        try:
+            async with open_edge(
+                settings, edge_settings, shared=False, connect_timeout_s=STDIO_CONNECT_S
+            ) as edge:
+                tools.attach(edge.gateway, edge.catalog)
+                warned = False
+                if not started:
+                    task_status.started()
+                    started = True
+                await edge.lost.wait()
+        except UnavailableError:
+            if not warned:
+                log.warning("nats_unreachable", extra={"url": settings.safe_nats_url})
+                warned = True
+        tools.detach(settings.safe_nats_url)
+        if not started:
+            task_status.started()
+            started = True
+        await anyio.sleep(STDIO_RETRY_S)
 
 
 async def _until_signalled(server: _Server) -> None:

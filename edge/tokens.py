@@ -3,7 +3,9 @@
 A token is ``sph_`` and 43 URL-safe characters (256 random bits), so one SHA-256 is enough to
 store it safely (no slow KDF is needed for a secret that cannot be guessed). The record lives
 under ``edge.tokens.<name>`` in ``<prefix>_config``; :class:`TokenCache` keeps every replica's
-view current through a KV watch, so a revocation takes effect within one round trip.
+view current through a KV watch. Revocation does not wait for the watch: ``sophia token
+revoke`` asks every edge replica on ``<prefix>.edge.tokens.sync`` to re-read the token and
+returns once each has answered that it is gone (:meth:`TokenCache.recheck`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterable
 
 import anyio
 import msgspec
-import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from bus.errors import BadRequestError, NotFoundError
+from bus.errors import BadRequestError, ConflictError, NotFoundError
 from bus.records import watching
 from bus.schemas.edge import TOKEN_KEY_PREFIX, TokenRecord
 from edge.access import Principal, check_pattern, check_scope
@@ -28,8 +30,9 @@ from edge.access import Principal, check_pattern, check_scope
 log = logging.getLogger("sophia.edge")
 
 TOKEN_PREFIX = "sph_"
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _decoder = msgspec.json.Decoder(TokenRecord)
+LIST_TIMEOUT_S = 5.0
 
 
 def digest(token: str) -> str:
@@ -38,9 +41,34 @@ def digest(token: str) -> str:
 
 def check_name(name: str) -> str:
     """Return ``name`` when it can name a token. Raises BadRequestError."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadRequestError("token name: 1 to 64 letters, digits, '_' or '-'")
     return name
+
+
+def scope_problems(scopes: Iterable[str], services: dict[str, dict[str, str]]) -> list[str]:
+    """What is wrong with ``scopes`` given the running ``services`` ({service: {endpoint:
+    access}}): a scope naming an endpoint or class the service does not have. A service not
+    running now cannot be checked; :func:`unseen_services` names those."""
+    problems = []
+    for scope in scopes:
+        service, _, what = scope.partition(":")
+        endpoints = services.get(service)
+        if endpoints is None or what in ("", "*"):
+            continue
+        if what == "read" and "read" not in endpoints.values():
+            problems.append(f"scope {scope}: {service} has no read-only endpoints")
+        elif what != "read" and what not in endpoints:
+            problems.append(
+                f"scope {scope}: {service} has no endpoint {what} "
+                f"(it has: {', '.join(sorted(endpoints))})"
+            )
+    return problems
+
+
+def unseen_services(scopes: Iterable[str], services: dict[str, dict[str, str]]) -> list[str]:
+    """Services the scopes name that are not running now (so could not be checked)."""
+    return sorted({s.partition(":")[0] for s in scopes if s != "*"} - set(services))
 
 
 async def create_token(
@@ -48,7 +76,8 @@ async def create_token(
 ) -> str:
     """Store a new token's hash under ``name`` and return the token (never retrievable again).
 
-    Raises BadRequestError for a bad name, scope or pattern, or when ``name`` exists.
+    Raises BadRequestError for a bad name, scope or pattern, ConflictError when ``name``
+    exists.
     """
     check_name(name)
     try:
@@ -63,7 +92,7 @@ async def create_token(
     try:
         await kv.create(TOKEN_KEY_PREFIX + name, msgspec.json.encode(record))
     except nats.js.errors.KeyWrongLastSequenceError:
-        raise BadRequestError(f"token {name!r} exists; revoke it first") from None
+        raise ConflictError(f"token {name!r} exists; revoke it first") from None
     return token
 
 
@@ -79,17 +108,17 @@ async def revoke_token(kv: KeyValue, name: str) -> None:
 
 async def list_tokens(kv: KeyValue) -> list[TokenRecord]:
     """Every stored token record (hashes included; callers show names and scopes only)."""
-    try:
-        keys = await kv.keys(filters=[TOKEN_KEY_PREFIX])
-    except nats.js.errors.NoKeysError:
-        return []
     records = []
-    for key in sorted(k for k in keys if k.startswith(TOKEN_KEY_PREFIX)):
-        try:
-            records.append(_decoder.decode((await kv.get(key)).value or b""))
-        except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
-            continue
-    return records
+    with anyio.fail_after(LIST_TIMEOUT_S):
+        async with watching(kv, TOKEN_KEY_PREFIX + ">", ignore_deletes=True) as watcher:
+            async for entry in watcher:
+                if entry is None:  # the current values are through
+                    break
+                try:
+                    records.append(_decoder.decode(entry.value or b""))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+    return sorted(records, key=lambda r: r.name)
 
 
 class TokenCache:
@@ -118,21 +147,32 @@ class TokenCache:
                         task_status.started()
                         started = True
                     continue
-                self._apply(entry)
+                self._apply(entry.key, entry.value if entry.operation is None else None)
 
-    def _apply(self, entry: KeyValue.Entry) -> None:
-        old = self._digest_of.pop(entry.key, None)
+    async def recheck(self, name: str) -> None:
+        """Read token ``name`` from the bucket now and apply what is there (revocation waits
+        for this, not for the watch)."""
+        key = TOKEN_KEY_PREFIX + check_name(name)
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.NotFoundError:
+            self._apply(key, None)
+            return
+        self._apply(key, entry.value)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        old = self._digest_of.pop(key, None)
         if old is not None:
             self._by_digest.pop(old, None)
-        if entry.operation in ("DEL", "PURGE") or not entry.value:
-            log.info("token_removed", extra={"key": entry.key})
+        if not value:
+            log.info("token_removed", extra={"key": key})
             return
         try:
-            record = _decoder.decode(entry.value)
+            record = _decoder.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            log.warning("token_record_unreadable", extra={"key": entry.key})
+            log.warning("token_record_unreadable", extra={"key": key})
             return
-        self._digest_of[entry.key] = record.sha256
+        self._digest_of[key] = record.sha256
         self._by_digest[record.sha256] = Principal(
             name=record.name, scopes=tuple(record.scopes), tools=tuple(record.tools)
         )

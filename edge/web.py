@@ -1,8 +1,12 @@
-"""Small ASGI pieces both HTTP surfaces share: headers, bounded bodies, bearer auth, replies.
+"""Small ASGI pieces both HTTP surfaces share: bounded bodies, bearer auth, JSON replies.
 
 Guarantee: :func:`read_body` never holds more than ``limit`` bytes (413 before reading when
-``Content-Length`` says so, 413 as soon as the stream passes it); :func:`authenticate` answers
-401 for a missing, malformed, unknown or revoked token and never says which.
+``Content-Length`` says so, 413 as soon as the stream passes it). :class:`TokenBackend` is a
+Starlette authentication backend: the caller's :class:`~edge.access.Principal` lands in
+``scope["user"]``; a request without a bearer token is anonymous (the routes that need one
+answer 401 "bearer token required"), one with a token the edge does not know (never issued,
+or revoked) is refused at once with 401 "bearer token not recognised". Every error the edge
+sends is the documented JSON body ``{"error", "code"}``.
 """
 
 from __future__ import annotations
@@ -10,46 +14,32 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+)
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bus.errors import PayloadTooLargeError, SophiaError, UnauthorizedError
-from edge.access import Principal
+from bus.errors import PayloadTooLargeError, SophiaError
 from edge.gateway import http_status
 from edge.tokens import TokenCache
 
 JSON = b"application/json"
+TOKEN_REQUIRED = "bearer token required"
+TOKEN_UNKNOWN = "bearer token not recognised (unknown or revoked)"
 _encoder = msgspec.json.Encoder()
-
-
-_INDEX = "sophia.headers"  # the request's headers by name, built once per request
-
-
-def _index(scope: Scope) -> dict[bytes, bytes]:
-    index: dict[bytes, bytes] | None = scope.get(_INDEX)
-    if index is None:
-        index = {}
-        for key, value in scope["headers"]:
-            index.setdefault(key, value)  # the first value of a repeated header, as before
-        scope[_INDEX] = index
-    return index
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lower-case bytes), decoded, or None."""
-    value = _index(scope).get(name)
-    return None if value is None else value.decode("latin-1")
-
-
-def headers_dict(scope: Scope, names: tuple[bytes, ...]) -> dict[str, str]:
-    index = _index(scope)
-    return {name.decode(): index[name].decode("latin-1") for name in names if name in index}
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body. Raises PayloadTooLargeError past ``limit`` bytes."""
-    length = header(scope, b"content-length")
+    length = Headers(scope=scope).get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLargeError(f"body over {limit} bytes")
+        raise PayloadTooLargeError(f"body: over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -59,23 +49,54 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLargeError(f"body over {limit} bytes")
+            raise PayloadTooLargeError(f"body: over the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
 
 
-def authenticate(scope: Scope, tokens: TokenCache) -> Principal:
-    """The principal of the request's bearer token. Raises UnauthorizedError."""
-    value = header(scope, b"authorization")
-    if value is None:
-        raise UnauthorizedError("bearer token required")
-    kind, _, token = value.partition(" ")
-    principal = tokens.principal(token.strip()) if kind.lower() == "bearer" else None
-    if principal is None:
-        raise UnauthorizedError("bearer token required")
-    return principal
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, or None when there is none."""
+    kind, _, token = (headers.get("authorization") or "").partition(" ")
+    if kind.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class TokenBackend(AuthenticationBackend):
+    """Starlette authentication against the edge's tokens (see the module docstring)."""
+
+    def __init__(self, tokens: TokenCache) -> None:
+        self.tokens = tokens
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        token = bearer_token(conn.headers)
+        if token is None:
+            return None
+        principal = self.tokens.principal(token)
+        if principal is None:
+            raise AuthenticationError(TOKEN_UNKNOWN)
+        return AuthCredentials(list(principal.scopes)), principal
+
+
+def error_body(status: int, text: str) -> bytes:
+    return _encoder.encode({"error": text, "code": status})
+
+
+def error_headers(error: SophiaError) -> list[tuple[bytes, bytes]]:
+    retry = getattr(error, "retry_after", None)
+    headers = [(b"retry-after", retry.encode())] if retry else []
+    if error.code == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="sophia"'))
+    return headers
+
+
+def error_response(error: SophiaError) -> Response:
+    """The edge's JSON error for ``error`` as a Starlette response."""
+    status = http_status(error.code)
+    headers = {k.decode(): v.decode() for k, v in error_headers(error)}
+    return Response(error_body(status, error.description), status, headers, "application/json")
 
 
 async def respond(
@@ -95,17 +116,7 @@ async def respond_json(send: Send, status: int, value: Any, **kwargs: Any) -> No
     await respond(send, status, _encoder.encode(value), **kwargs)
 
 
-def error_headers(error: SophiaError) -> list[tuple[bytes, bytes]]:
-    retry = getattr(error, "retry_after", None)
-    headers = [(b"retry-after", retry.encode())] if retry else []
-    if error.code == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="sophia"'))
-    return headers
-
-
 async def respond_error(send: Send, error: SophiaError) -> None:
     """``{"error", "code"}`` with the HTTP status for ``error``'s code (and its headers)."""
     status = http_status(error.code)
-    await respond_json(
-        send, status, {"error": error.description, "code": status}, headers=error_headers(error)
-    )
+    await respond(send, status, error_body(status, error.description), headers=error_headers(error))

@@ -3,27 +3,35 @@
 A dead letter's id is its sequence in the DLQ stream. Guarantees: replay publishes
 the original payload and headers to the original subject with a fresh
 ``Nats-Msg-Id`` (so the duplicate window does not drop it) and deletes the letter
-only after JetStream acknowledged that publish; purge removes only this install's
-letters (optionally one service's).
+only after JetStream acknowledged that publish; a letter whose payload was truncated to
+fit the DLQ is never replayed (what it keeps is not the item that failed); purge removes
+only this install's letters (optionally one service's).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from bus.client import MSG_ID_HEADER
-from bus.errors import BadRequestError, NotFoundError, UnavailableError
+from bus import wire
+from bus.client import MSG_ID_HEADER, Bus
+from bus.errors import BadRequestError, ConflictError, NotFoundError, UnavailableError
 from bus.schemas.common import DeadLetter
-from bus.subjects import Subjects
+from bus.subjects import is_publishable
 
 _decoder = msgspec.json.Decoder(DeadLetter)
+
+
+class TruncatedLetterError(ConflictError):
+    """The letter keeps only part of its payload (it had to fit the DLQ): not replayable."""
+
+    default_description = "dead letter is truncated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +46,11 @@ class Entry:
 class DeadLetters:
     """The DLQ stream of one install (``Subjects.dlq_stream``)."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
-        self.js = js
-        self.subjects = subjects
-        self.stream = subjects.dlq_stream
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.js = bus.js
+        self.subjects = bus.subjects
+        self.stream = bus.subjects.dlq_stream
 
     def _filter(self, service: str | None) -> str:
         """The subject filter for one service, or all. Raises BadRequestError."""
@@ -90,21 +99,34 @@ class DeadLetters:
     async def replay(self, letter_id: int) -> tuple[DeadLetter, PubAck]:
         """Republish letter ``letter_id`` to its original subject, then delete it.
 
-        Raises NotFoundError, BadRequestError (subject outside this install),
-        UnavailableError (no stream took the publish; the letter is kept).
+        Raises NotFoundError, TruncatedLetterError (409: its payload was cut to fit the
+        DLQ), BadRequestError (subject outside this install, or a letter that cannot be
+        sent as it is), UnavailableError (no stream took the publish; the letter is kept).
         """
         letter = await self.get(letter_id)
+        if letter.truncated:
+            raise TruncatedLetterError(
+                f"dead letter {letter_id}: its payload was truncated to fit the DLQ "
+                f"({letter.payload_bytes} bytes originally), so it cannot be replayed; "
+                "`sophia dlq show` prints what it kept"
+            )
         if not letter.subject.startswith(f"{self.subjects.prefix}."):
             raise BadRequestError(f"dead letter {letter_id}: subject outside this install")
+        if not is_publishable(letter.subject):
+            raise BadRequestError(f"dead letter {letter_id}: its subject cannot be published to")
+        payload = original_payload(letter)
         headers = dict(letter.headers)
         # Fresh per letter, yet the same on a retried replay of the same letter.
         headers[MSG_ID_HEADER] = f"replay-{letter_id}-{int(letter.failed_at * 1000)}"
+        wire.check(self.bus.nc, payload, headers, what=f"dead letter {letter_id}")
         try:
-            ack = await self.js.publish(letter.subject, payload_bytes(letter), headers=headers)
+            ack = await self.js.publish(letter.subject, payload, headers=headers)
         except nats.errors.NoRespondersError:
             raise UnavailableError(f"no stream takes {letter.subject}") from None
         except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
             raise UnavailableError(f"publish to {letter.subject} not acknowledged") from None
+        except nats.errors.BadHeaderError:
+            raise BadRequestError(f"dead letter {letter_id}: a header name is not valid") from None
         await self.js.delete_msg(self.stream, letter_id)
         return letter, ack
 
@@ -116,13 +138,29 @@ class DeadLetters:
         return count
 
 
-def payload_bytes(letter: DeadLetter) -> bytes:
-    """The original payload bytes. Raises BadRequestError for an unknown encoding."""
+def original_payload(letter: DeadLetter) -> bytes:
+    """The payload bytes the letter keeps (all of them unless ``truncated``).
+
+    Raises BadRequestError for an unknown encoding or a payload that does not decode.
+    """
     if letter.encoding == "utf-8":
         return letter.payload.encode()
-    if letter.encoding == "base64":
-        return base64.b64decode(letter.payload)
-    raise BadRequestError(f"dead letter payload encoding {letter.encoding!r} is unknown")
+    if letter.encoding != "base64":
+        raise BadRequestError("dead letter: its payload encoding is unknown")
+    try:
+        return base64.b64decode(letter.payload, validate=True)
+    except binascii.Error:
+        raise BadRequestError("dead letter: its payload is not valid base64") from None
+
+
+def original_size(letter: DeadLetter) -> int:
+    """The size of the payload that failed (letters older than ``payload_bytes`` keep it all)."""
+    if letter.payload_bytes:
+        return letter.payload_bytes
+    try:
+        return len(original_payload(letter))
+    except BadRequestError:
+        return 0
 
 
 def _decode(data: bytes | None) -> DeadLetter | None:

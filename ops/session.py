@@ -1,12 +1,15 @@
 """A CLI command's short NATS session: connect fast or fail, find running services.
 
 Guarantees: :func:`open_bus` gives up after ``connect_timeout`` with an
-UnavailableError that names the URL (passwords redacted); :func:`discover`
-collects every reply that arrives within its window, never waits longer.
+UnavailableError that names the URL (passwords redacted), and a nats-py error raised in
+its block leaves it as the SophiaError :func:`nats_failure` names, so no nats-py traceback
+reaches a user; :func:`discover` collects every reply that arrives within its window,
+never waits longer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,11 +19,21 @@ import anyio
 import msgspec
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 
 from bus.client import Bus
 from bus.config import Settings, redact_url
-from bus.errors import UnavailableError
+from bus.errors import (
+    InternalError,
+    PayloadTooLargeError,
+    RetryableError,
+    SophiaError,
+    TimeoutError_,
+    UnauthorizedError,
+    UnavailableError,
+    error_from_code,
+)
 from bus.micro import PingResponse
 from bus.subjects import srv
 from ops.natsserver import port_open
@@ -30,13 +43,42 @@ T = TypeVar("T", bound=msgspec.Struct)
 CONNECT_TIMEOUT_S = 2.0
 DISCOVER_WINDOW_S = 0.5
 
+_CONNECTION_LOST = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoServersError,
+)
+
 
 @asynccontextmanager
 async def open_bus(
     settings: Settings, connect_timeout: float = CONNECT_TIMEOUT_S
 ) -> AsyncIterator[Bus]:
-    """A connected Bus for one command, drained on exit. Raises UnavailableError."""
+    """A connected Bus for one command, drained on exit.
+
+    Raises UnavailableError, UnauthorizedError (NATS refused the credentials), and for a
+    nats-py error inside the block the SophiaError :func:`nats_failure` gives.
+    """
     url = redact_url(settings.nats_url)
+    nc = await _connect(settings, url, connect_timeout)
+    try:
+        yield Bus(nc, settings)
+    except Exception as exc:
+        failure = nats_error_in(exc)
+        if failure is None:
+            raise
+        raise nats_failure(failure, url) from exc
+    finally:
+        with anyio.move_on_after(2, shield=True), contextlib.suppress(nats.errors.Error):
+            await nc.drain()  # raises when the connection is already gone: nothing to drain
+        if not nc.is_closed:
+            await nc.close()
+
+
+async def _connect(settings: Settings, url: str, connect_timeout: float) -> Client:
     failures: list[Exception] = []
 
     async def note_failure(exc: Exception) -> None:  # instead of nats-py's printed tracebacks
@@ -44,7 +86,7 @@ async def open_bus(
 
     try:
         with anyio.fail_after(connect_timeout + 1):
-            nc = await nats.connect(
+            return await nats.connect(
                 settings.nats_url,
                 name="sophia-cli",
                 connect_timeout=connect_timeout,
@@ -55,17 +97,57 @@ async def open_bus(
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         cause = failures[-1] if failures else exc
+        if any(_refused_credentials(f) for f in [*failures, exc]):
+            raise UnauthorizedError(
+                f"NATS at {url} refused the credentials; check SOPHIA_NATS_URL"
+            ) from None
         reason = getattr(cause, "strerror", None) or type(cause).__name__
         raise UnavailableError(
             f"NATS is not reachable at {url} ({reason}); is the stack up? (`sophia up`)"
         ) from None
-    try:
-        yield Bus(nc, settings)
-    finally:
-        with anyio.move_on_after(2, shield=True):
-            await nc.drain()
-        if not nc.is_closed:
-            await nc.close()
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    # nats-py 2.x raises a plain Error("nats: 'Authorization Violation'") while connecting
+    # (its AuthorizationError only after): the server's words are all there is to go by.
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+    )
+
+
+def nats_error_in(exc: BaseException) -> nats.errors.Error | None:
+    """``exc`` when it is a nats-py error, else the first one inside an exception group."""
+    if isinstance(exc, nats.errors.Error):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = nats_error_in(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def nats_failure(exc: nats.errors.Error, url: str) -> SophiaError:
+    """The SophiaError a nats-py error met while talking to NATS at ``url`` stands for.
+
+    ``url`` is shown as given, so pass it redacted. JetStream's own refusals keep their
+    status (404 not found, 400 bad request…) and the server's reason.
+    """
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return UnavailableError(f"JetStream does not answer at {url}; is it enabled (-js)?")
+    if isinstance(exc, nats.js.errors.APIError):
+        code = exc.code if exc.code and 400 <= exc.code < 600 else 500
+        reason = exc.description or "no reason given"
+        return error_from_code(code, f"JetStream refused the request: {reason}")
+    if isinstance(exc, nats.errors.TimeoutError):
+        return TimeoutError_(f"NATS at {url} did not answer in time")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return UnavailableError(f"nothing answers that request on NATS at {url}")
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLargeError("message: over the bus's size limit")
+    if isinstance(exc, _CONNECTION_LOST):
+        return UnavailableError(f"lost the connection to NATS at {url}")
+    return InternalError(f"NATS client error ({type(exc).__name__})")
 
 
 async def discover(
@@ -120,7 +202,7 @@ async def wait_ready(
                     waiting = await _still_waiting(bus.nc, settings, waiting, edge)
                     if waiting:
                         await anyio.sleep(0.2)
-        except (UnavailableError, nats.errors.Error):
+        except RetryableError:  # NATS not up yet, or the connection dropped: try again
             await anyio.sleep(0.2)
     return waiting
 

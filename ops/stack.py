@@ -3,13 +3,20 @@
 ``sophia up`` writes a pid file and a state file under ``SOPHIA_HOME``; ``sophia up
 --detach``, ``sophia down`` and ``sophia status`` read them. The state file is
 replaced atomically, so a reader sees the previous state or the next, never half.
+
+The agents are found, not listed: every public module of the ``agents`` package is one
+agent, run as ``python -m bus.runner agents.<module>``. :func:`agent_modules` answers only
+for a consistent package (each module imports and defines exactly one Agent subclass, no two
+agents share a name) and otherwise names the module and what is wrong.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import os
+import pkgutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +24,18 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agents import AGENT_NAMES
 from bus.config import Settings
+from bus.errors import BadRequestError, ConfigError
+from bus.runner import load_agent
+from bus.subjects import is_token
 from ops.natsserver import NatsServer
 
 NATS = "nats"
 EDGE = "edge"
+SUPERVISOR = "supervisor"
+#: the package whose modules are the agents (read at call time, so a test can point it away)
+AGENTS_PACKAGE = "agents"
+RUNNER = "bus.runner"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
 
 
@@ -52,9 +65,16 @@ class Layout:
         return self.logs_dir / f"{name}.log"
 
     def create(self) -> None:
-        """Make the home, data and log directories (private to the user)."""
+        """Make the home, data and log directories (private to the user).
+
+        Raises ConfigError naming ``SOPHIA_HOME`` when they cannot be made.
+        """
         for path in (self.home, self.nats_dir, self.logs_dir):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise ConfigError(f"SOPHIA_HOME: cannot create {path} ({reason})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,23 +146,60 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def default_programs(settings: Settings, only: list[str] | None = None) -> list[Program]:
-    """One program per agent, plus the edge when installed; ``only`` picks by name.
+def agent_modules(package: str | None = None) -> dict[str, str]:
+    """``{agent name: module}`` for every public module of ``package`` (default
+    :data:`AGENTS_PACKAGE`), in module-name order; a module whose name starts with ``_`` is a
+    helper, not an agent.
 
-    Raises ValueError naming an unknown program.
+    Raises ConfigError naming the module: it does not import, it defines no Agent subclass or
+    more than one, its agent's name is taken (by another module or by the stack itself) or
+    is not one subject token.
     """
-    names = [*AGENT_NAMES, *([EDGE] if edge_available() else [])]
-    for name in only or []:
-        if name not in names:
-            raise ValueError(f"unknown program {name!r}: choose from {', '.join(names)}")
+    package = package or AGENTS_PACKAGE
+    try:
+        imported = importlib.import_module(package)
+    except Exception as exc:  # whatever fails at import time, nothing can be discovered
+        raise ConfigError(f"{package}: cannot be imported ({type(exc).__name__}: {exc})") from None
+    path = getattr(imported, "__path__", None)
+    if path is None:
+        raise ConfigError(f"{package}: is a module, not a package of agent modules")
+    found: dict[str, str] = {}
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = f"{package}.{info.name}"
+        name = load_agent(module).name
+        if not is_token(name):
+            raise ConfigError(f"{module}: its agent name must be letters, digits, '_' or '-'")
+        taken = found.get(name) or (
+            "the stack itself" if name in (NATS, EDGE, SUPERVISOR) else None
+        )
+        if taken:
+            raise ConfigError(f"{module}: agent name {name!r} is taken by {taken}")
+        found[name] = module
+    return found
+
+
+def default_programs(settings: Settings, only: list[str] | None = None) -> list[Program]:
+    """One program per discovered agent, plus the edge when installed; ``only`` picks by name.
+
+    Raises ConfigError (see :func:`agent_modules`), BadRequestError for a name in ``only``
+    that is no program.
+    """
+    modules = agent_modules()
+    names = [*modules, *([EDGE] if edge_available() else [])]
+    if any(name not in names for name in only or []):
+        raise BadRequestError(f"--only: no such program; choose from {', '.join(names)}")
     env = child_env(settings)
     programs = []
     for name in names:
         if only and name not in only:
             continue
-        module = EDGE if name == EDGE else f"agents.{name}"
-        kind = EDGE if name == EDGE else "agent"
-        programs.append(Program(name, (sys.executable, "-m", module), kind, env))
+        if name == EDGE:
+            programs.append(Program(EDGE, (sys.executable, "-m", EDGE), EDGE, env))
+        else:
+            argv = (sys.executable, "-m", RUNNER, modules[name])
+            programs.append(Program(name, argv, "agent", env))
     return programs
 
 

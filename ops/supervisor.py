@@ -20,13 +20,15 @@ from collections.abc import Iterable
 
 import anyio
 import msgspec
+import nats.errors
 from anyio.abc import Process, TaskGroup, TaskStatus
 
 from bus import topology
-from bus.config import Settings, redact_url
-from bus.connection import Link, connect
-from bus.errors import SophiaError, UnavailableError
+from bus.config import Count, Seconds, Settings, redact_url
+from bus.connection import Link, close, connect
+from bus.errors import ConflictError, SophiaError, UnavailableError
 from ops.natsserver import START_TIMEOUT_S, port_open
+from ops.session import nats_failure
 from ops.stack import (
     NATS,
     Layout,
@@ -40,33 +42,29 @@ from ops.stack import (
 log = logging.getLogger("sophia.ops")
 
 KILL_WAIT_S = 5.0
+TOPOLOGY_CLOSE_S = 5.0
 SPAWN_FAILED = 127
 
 
-class StackRunningError(SophiaError):
-    """Another supervisor already runs a stack from this ``SOPHIA_HOME``."""
+class StackRunningError(ConflictError):
+    """Another supervisor already runs a stack from this ``SOPHIA_HOME`` (409)."""
 
-    code = 409
     default_description = "a stack is already running"
 
 
 class Policy(msgspec.Struct, kw_only=True, frozen=True):
-    """How the supervisor restarts and stops programs (``SOPHIA_RESTART_*`` etc.)."""
+    """How the supervisor restarts and stops programs (``SOPHIA_RESTART_*`` etc.).
 
-    restart_backoff_s: float = 0.5
-    restart_backoff_max_s: float = 30.0
-    crash_limit: int = 5
-    crash_window_s: float = 60.0
-    stop_grace_s: float = 15.0
-    ready_timeout_s: float = 60.0
+    Bounds are checked by :func:`bus.config.load`: every duration is a number of seconds
+    greater than 0, ``crash_limit`` a whole number of at least 1.
+    """
 
-    def __post_init__(self) -> None:
-        positive = ("restart_backoff_s", "restart_backoff_max_s", "crash_window_s")
-        for name in (*positive, "stop_grace_s", "ready_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be a number greater than 0")
-        if self.crash_limit < 1:
-            raise ValueError("crash_limit: must be a whole number of at least 1")
+    restart_backoff_s: Seconds = 0.5
+    restart_backoff_max_s: Seconds = 30.0
+    crash_limit: Count = 5
+    crash_window_s: Seconds = 60.0
+    stop_grace_s: Seconds = 15.0
+    ready_timeout_s: Seconds = 60.0
 
 
 class CrashWindow:
@@ -182,7 +180,11 @@ class Supervisor:
             fh.write(f"{os.getpid()}\n")
 
     async def _ensure_topology(self) -> None:
-        """Streams, KV buckets and one durable consumer per agent, created idempotently."""
+        """Streams, KV buckets and one durable consumer per agent, created idempotently.
+
+        Raises UnavailableError (no NATS, or no JetStream there), or the SophiaError for
+        what JetStream refused.
+        """
         link = Link()
         nc = await connect(self.settings, "sophia-supervisor", link)
         try:
@@ -191,10 +193,10 @@ class Supervisor:
             for program in self.programs:
                 if program.kind == "agent":
                     await topology.ensure_consumer(js, self.settings, program.name)
+        except nats.errors.Error as exc:
+            raise nats_failure(exc, self.settings.safe_nats_url) from exc
         finally:
-            link.connected = False  # closing on purpose: not a lost connection
-            with anyio.move_on_after(5, shield=True):
-                await nc.drain()
+            await close(nc, link, TOPOLOGY_CLOSE_S)  # on purpose: no "disconnected" warning
 
     async def _keep(self, program: Program, *, task_status: TaskStatus[None]) -> None:
         """Run ``program`` until the stack stops, restarting it after crashes."""

@@ -159,9 +159,12 @@ def _add_stats(service: ServiceStatus, stats: StatsResponse) -> None:
     service.started = stats.started
     try:
         started = datetime.fromisoformat(stats.started.replace("Z", "+00:00"))
-        service.uptime_s = round((datetime.now(UTC) - started).total_seconds(), 1)
     except ValueError:
-        service.uptime_s = None
+        started = None
+    if started is not None:
+        if started.tzinfo is None:  # another implementation's service may leave it out
+            started = started.replace(tzinfo=UTC)
+        service.uptime_s = round((datetime.now(UTC) - started).total_seconds(), 1)
     for e in stats.endpoints:
         service.endpoints.append(
             EndpointStatus(

@@ -6,9 +6,9 @@ Subjects (all under the events stream, so they are replayable):
 
 A request the edge sends carries ``Sophia-Call-Id`` (:data:`CALL_ID_HEADER`), the id an agent
 matches cancellations against. Progress: an endpoint whose request has a ``progress_subject``
-field gets an inbox there when the MCP client asked for progress, and publishes
-:class:`CallProgress` (or ``{"done", "total", "path"}``) to it; the edge relays each as
-``notifications/progress``.
+field gets an inbox there when the MCP client asked for progress, and publishes one member
+of :data:`bus.schemas.progress.Progress` (:class:`CallProgress`, or a kind of its own such as
+the indexer's) to it; the edge relays each as ``notifications/progress``.
 
 Stored values (KV): :class:`TokenRecord` under ``edge.tokens.<name>`` in ``<prefix>_config``,
 :class:`SessionRecord` under the session id in ``<prefix>_sessions``.
@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 CALL_ID_HEADER = "Sophia-Call-Id"
+EDGE_SERVICE = "edge"  # the edge's name in the NATS service API (``nats micro ls``)
 TOKEN_KEY_PREFIX = "edge.tokens."
 
 
@@ -51,7 +52,7 @@ class CallCancelled(msgspec.Struct, kw_only=True):
     reason: str = ""
 
 
-class CallProgress(msgspec.Struct, kw_only=True):
+class CallProgress(msgspec.Struct, kw_only=True, tag_field="type", tag="progress"):
     """How far a long call has come (``total`` 0 when unknown)."""
 
     progress: float
@@ -67,6 +68,19 @@ class TokenRecord(msgspec.Struct, kw_only=True):
     scopes: list[str] = msgspec.field(default_factory=lambda: ["*"])
     tools: list[str] = msgspec.field(default_factory=list)  # tool-name patterns; empty: all
     created_at: float = 0.0
+
+
+class TokenSync(msgspec.Struct, kw_only=True):
+    """Asked on ``<prefix>.edge.tokens.sync`` of every edge replica: re-read token ``name``."""
+
+    name: str
+
+
+class TokenSynced(msgspec.Struct, kw_only=True):
+    """One replica's answer: its view of token ``name`` is the bucket's now."""
+
+    id: str  # the replica's service-API instance id
+    name: str
 
 
 class SessionRecord(msgspec.Struct, kw_only=True):

@@ -1,53 +1,243 @@
-"""MCP over streamable HTTP at ``/mcp``, with sessions any replica can serve.
+"""MCP over streamable HTTP at ``/mcp``: the SDK's transport, with sessions any replica serves.
 
-POST carries one JSON-RPC message: ``initialize`` opens a session (``Mcp-Session-Id``) stored
-in KV; every later message names it, and an unknown one gets 404 so the client re-initialises.
-A request is answered as JSON, or as an event stream when it asked for progress and accepts
-one. GET opens the session's event stream for ``notifications/tools/list_changed``; DELETE
-ends the session. Requests in the 2026-07-28 envelope (``MCP-Protocol-Version`` says so) need
-no session. ``?tools=memory_*,…`` on the URL is the client's tool allow-list.
+Every message is answered by the SDK's streamable-HTTP transport run stateless (one fresh
+transport per request, :mod:`edge.mcp.sdk`); what the SDK keeps in one process the edge keeps
+in NATS, so any replica behind one address serves any session:
+
+- POST ``initialize`` is answered by the SDK; when it succeeds the edge opens a session
+  (``Mcp-Session-Id``) stored in KV (:mod:`edge.mcp.sessions`). Every later message names it;
+  an unknown one gets 404 so the client initialises again.
+- a request is answered as JSON, or as an event stream when it asked for progress and accepts
+  one (the SDK drops notifications from a JSON answer); it is tracked so that the client's
+  ``notifications/cancelled``, which may reach any replica, cancels it where it runs
+  (:mod:`edge.mcp.inflight`): it is then answered with a "request cancelled" error.
+- GET opens the session's event stream, which carries ``notifications/tools/list_changed``
+  when the tools the session sees change on the bus; DELETE ends the session.
+- requests in the 2026-07-28 envelope (``MCP-Protocol-Version`` says so) need no session: the
+  SDK answers them as they come.
+
+``?tools=memory_*,…`` on the URL is the client's tool allow-list. Callers have been admitted
+(token, origin, rate) before they get here; malformed JSON-RPC is answered here (-32700,
+-32600) with a short text that never quotes the body.
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
-from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+import msgspec
+from starlette.datastructures import Headers
+from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 
 from bus.errors import BadRequestError, NotFoundError, OverLimitError
-from bus.schemas.edge import CallCancelled
+from bus.schemas.edge import CallCancelled, SessionRecord
 from edge.access import Principal, check_pattern
-from edge.catalog import Catalog
-from edge.gateway import Gateway
 from edge.mcp import jsonrpc
-from edge.mcp.core import McpCore, progress_token
-from edge.mcp.exchange import CallScope
-from edge.mcp.inflight import Inflight
 from edge.mcp.jsonrpc import Message, RpcError
-from edge.mcp.sessions import Session, Sessions
-from edge.web import header, headers_dict, read_body, respond, respond_json
+from edge.mcp.sdk import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    MODERN_PROTOCOL_VERSIONS,
+    StreamableHTTPSessionManager,
+)
+from edge.mcp.tools import CALL_SCOPE, CallScope, EdgeTools
+from edge.runtime import Edge
+from edge.web import read_body, respond, respond_json
 
-SESSION_HEADER = b"mcp-session-id"
-SSE = b"text/event-stream"
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+SSE = "text/event-stream"
 REQUEST_CANCELLED = -32800
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
-_MODERN_HEADERS = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class McpHttp:
+    """The ASGI handler behind ``/mcp``, over the SDK's stateless transport."""
+
+    def __init__(self, edge: Edge, tools: EdgeTools) -> None:
+        self.edge = edge
+        self.tools = tools
+        self.edge_allow = tuple(edge.edge_settings.tool_patterns)
+        self._json = StreamableHTTPSessionManager(tools.server, json_response=True, stateless=True)
+        self._sse = StreamableHTTPSessionManager(tools.server, json_response=False, stateless=True)
+        self._streams: set[str] = set()
+
+    @asynccontextmanager
+    async def running(self) -> Any:
+        """The SDK transports' own task groups, for as long as the edge serves."""
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._json.run())
+            await stack.enter_async_context(self._sse.run())
+            yield self
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, who: Principal) -> None:
+        """Serve one request to ``/mcp``. Raises SophiaError for the HTTP-level refusals."""
+        method = scope["method"]
+        if method == "POST":
+            await self._post(scope, receive, send, who)
+        elif method == "GET":
+            session_id, record = await self._session(scope, who)
+            await self._stream(scope, receive, send, self._call(scope, who, session_id, record))
+        elif method == "DELETE":
+            session_id, _ = await self._session(scope, who)
+            await self.edge.sessions.end(session_id)
+            await respond(send, 200)
+
+    # ---- POST ------------------------------------------------------------------------------
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, who: Principal) -> None:
+        body = await read_body(scope, receive, self.edge.max_body_bytes)
+        try:
+            msg = jsonrpc.decode(body)
+        except RpcError as exc:
+            await respond(send, 400, jsonrpc.error(exc.request_id, exc.code, exc.message))
+            return
+        version = Headers(scope=scope).get(VERSION_HEADER)
+        if version in MODERN_PROTOCOL_VERSIONS:  # no session in this era
+            await self._sdk(self._json, scope, body, send, self._call(scope, who, "", None))
+        elif version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            raise BadRequestError(f"{VERSION_HEADER}: this version is not supported")
+        elif msg.is_request and msg.method == "initialize":
+            await self._initialize(scope, body, send, who, msg)
+        else:
+            await self._in_session(scope, body, send, who, msg)
+
+    async def _initialize(
+        self, scope: Scope, body: bytes, send: Send, who: Principal, msg: Message
+    ) -> None:
+        allow = _client_allow(scope)
+        answer = _Captured()
+        await self._sdk(self._json, scope, body, answer, self._call(scope, who, "", None, allow))
+        result = answer.result()
+        if result is not None:  # the handshake succeeded: the session begins
+            version = str(result.get("protocolVersion", ""))
+            session_id = await self.edge.sessions.open(who, version, msg.params or {}, allow)
+            answer.headers.append((SESSION_HEADER.encode(), session_id.encode()))
+        await answer.replay(send)
+
+    async def _in_session(
+        self, scope: Scope, body: bytes, send: Send, who: Principal, msg: Message
+    ) -> None:
+        session_id, record = await self._session(scope, who)
+        if not msg.is_request:  # notifications and responses: nothing for the SDK to answer
+            if msg.method == "notifications/cancelled":
+                params = msg.params or {}
+                await self.edge.gateway.announce_cancel(
+                    CallCancelled(
+                        session=session_id,
+                        request_id=str(params.get("requestId", ""))[:64],
+                        reason=str(params.get("reason", ""))[:200],
+                    )
+                )
+            await respond(send, 202)
+            return
+        call = self._call(scope, who, session_id, record)
+        headers = Headers(scope=scope)
+        wants_stream = _progress_token(msg) is not None and SSE in headers.get("accept", "")
+        manager = self._sse if wants_stream else self._json
+        if VERSION_HEADER not in headers:  # the SDK takes the session's version from here
+            version = (VERSION_HEADER.encode(), record.protocol_version.encode())
+            scope = {**scope, "headers": [*scope["headers"], version]}
+        started = _Started(send)
+        with self.edge.inflight.track(session_id, msg.id) as tracked:  # type: ignore[arg-type]
+            await self._sdk(manager, scope, body, started, call)
+        if tracked.cancelled:
+            await started.finish(jsonrpc.error(msg.id, REQUEST_CANCELLED, "request cancelled"))  # type: ignore[arg-type]
+
+    async def _sdk(
+        self,
+        manager: StreamableHTTPSessionManager,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        call: CallScope,
+    ) -> None:
+        """Let the SDK answer the message in ``body`` (already read) for ``call``."""
+        state = {**scope.get("state", {}), CALL_SCOPE: call}
+        await manager.handle_request({**scope, "state": state}, _replay(body), send)
+
+    def _call(
+        self,
+        scope: Scope,
+        who: Principal,
+        session_id: str,
+        record: SessionRecord | None,
+        allow: list[str] | None = None,
+    ) -> CallScope:
+        headers = Headers(scope=scope)
+        carrier = {name: headers[name] for name in _TRACE_HEADERS if name in headers}
+        if allow is None:
+            allow = record.tools if record is not None else _client_allow(scope)
+        return CallScope(
+            principal=who,
+            transport="mcp-http",
+            session_id=session_id,
+            allow=tuple(allow),
+            edge_allow=self.edge_allow,
+            carrier=carrier or None,
+        )
+
+    async def _session(self, scope: Scope, who: Principal) -> tuple[str, SessionRecord]:
+        session_id = Headers(scope=scope).get(SESSION_HEADER)
+        if not session_id:
+            raise BadRequestError("Mcp-Session-Id header required (initialize first)")
+        record = await self.edge.sessions.find(session_id, who)
+        if record is None:
+            raise NotFoundError("session not found; initialize again")
+        return session_id, record
+
+    # ---- GET: the session's event stream ---------------------------------------------------
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, call: CallScope) -> None:
+        if SSE not in Headers(scope=scope).get("accept", ""):
+            await respond_json(send, 406, {"error": "accept text/event-stream", "code": 406})
+            return
+        if call.session_id in self._streams:
+            await respond_json(send, 409, {"error": "stream already open", "code": 409})
+            return
+        if len(self._streams) >= self.edge.edge_settings.edge_max_streams:
+            raise OverLimitError("too many open streams")
+        self._streams.add(call.session_id)
+        stream = SseStream(send)
+        try:
+            await stream.open([(SESSION_HEADER.encode(), call.session_id.encode())])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(_until_set, self.edge.closing, tg.cancel_scope)
+                await self._announce(stream, call)
+        finally:
+            self._streams.discard(call.session_id)
+            with anyio.move_on_after(1, shield=True):
+                await stream.close()
+
+    async def _announce(self, stream: SseStream, call: CallScope) -> None:
+        catalog = self.edge.catalog
+        version, names = catalog.version, self.tools.tool_names(call)
+        while True:
+            with anyio.move_on_after(self.edge.edge_settings.edge_keepalive_s) as timer:
+                version = await catalog.wait_changed(version)
+            if timer.cancelled_caught:
+                await stream.comment(b"keepalive")
+                continue
+            current = self.tools.tool_names(call)
+            if current != names:
+                await stream.event(jsonrpc.notification("notifications/tools/list_changed"))
+            names = current
 
 
 class SseStream:
-    """One event stream response; writes are serialised."""
+    """One event-stream response; writes are serialised."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._lock = anyio.Lock()
 
     async def open(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        base = [(b"content-type", SSE), (b"cache-control", b"no-store")]
+        base = [(b"content-type", SSE.encode()), (b"cache-control", b"no-store")]
         await self._send(
             {"type": "http.response.start", "status": 200, "headers": base + (headers or [])}
         )
@@ -67,194 +257,80 @@ class SseStream:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-@dataclass
-class HttpLimits:
-    max_body_bytes: int
-    max_streams: int
-    keepalive_s: float
-    edge_allow: tuple[str, ...]
+class _Captured:
+    """A ``send`` that keeps one whole JSON response, to look at before it goes out."""
 
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
 
-class McpHttp:
-    """The ASGI app behind ``/mcp``; callers have been admitted (auth, rate) already."""
+    async def __call__(self, message: AsgiMessage) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(k, v) for k, v in message.get("headers", []) if k != b"content-length"]
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
 
-    def __init__(
-        self,
-        core: McpCore,
-        sessions: Sessions,
-        gateway: Gateway,
-        catalog: Catalog,
-        inflight: Inflight,
-        limits: HttpLimits,
-        closing: anyio.Event,
-    ) -> None:
-        self.core = core
-        self.sessions = sessions
-        self.gateway = gateway
-        self.catalog = catalog
-        self.inflight = inflight
-        self.limits = limits
-        self.closing = closing
-        self._streams: set[str] = set()
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, who: Principal) -> None:
-        """Serve one request to ``/mcp``. Raises SophiaError for the HTTP-level refusals."""
-        method = scope["method"]
-        if method == "POST":
-            await self._post(scope, receive, send, who)
-        elif method == "GET":
-            await self._stream(scope, receive, send, who, await self._session(scope, who))
-        elif method == "DELETE":
-            await self.sessions.end(await self._session(scope, who))
-            await respond(send, 200)
-        else:
-            await respond_json(
-                send, 405, {"error": "method not allowed", "code": 405},
-                headers=[(b"allow", b"GET, POST, DELETE")],
-            )  # fmt: skip
-
-    # ---- POST ------------------------------------------------------------------------------
-
-    async def _post(self, scope: Scope, receive: Receive, send: Send, who: Principal) -> None:
-        body = await read_body(scope, receive, self.limits.max_body_bytes)
+    def result(self) -> dict[str, Any] | None:
+        """The JSON-RPC result, when the response is a successful one."""
+        if self.status != 200:
+            return None
         try:
-            msg = jsonrpc.decode(body)
-        except RpcError as exc:
-            await respond(send, 400, jsonrpc.error(exc.request_id, exc.code, exc.message))
-            return
-        version = header(scope, _VERSION_HEADER)
-        if version in MODERN_PROTOCOL_VERSIONS:
-            await self._modern(scope, send, who, msg)
-        elif version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-            raise BadRequestError(f"unsupported MCP-Protocol-Version {version[:32]!r}")
-        elif msg.is_request and msg.method == "initialize":
-            await self._initialize(scope, send, who, msg)
-        else:
-            await self._in_session(scope, send, who, await self._session(scope, who), msg)
+            value = msgspec.json.decode(self.body)
+        except msgspec.DecodeError:
+            return None
+        result = value.get("result") if isinstance(value, dict) else None
+        return result if isinstance(result, dict) else None
 
-    async def _initialize(self, scope: Scope, send: Send, who: Principal, msg: Message) -> None:
-        session = self.sessions.open(who, _client_allow(scope))
-        reply = await self.core.answer(session.runner, msg, self._scope(scope, who, session, msg))
-        headers = []
-        if session.runner.connection.client_params is not None:  # the handshake succeeded
-            await self.sessions.save(session, msg.params or {})
-            headers.append((SESSION_HEADER, session.id.encode()))
-        await respond(send, 200, reply, headers=headers)
-
-    async def _in_session(
-        self, scope: Scope, send: Send, who: Principal, session: Session, msg: Message
-    ) -> None:
-        if msg.is_request:
-            await self._request(scope, send, self._scope(scope, who, session, msg), session, msg)
-            return
-        if msg.is_notification and msg.method == "notifications/cancelled":
-            event = CallCancelled(
-                session=session.id,
-                request_id=str((msg.params or {}).get("requestId", "")),
-                reason=str((msg.params or {}).get("reason", ""))[:200],
-            )
-            await self.gateway.announce_cancel(event)
-        elif msg.is_notification:
-            await self.core.notify(session.runner, msg, self._scope(scope, who, session, msg))
-        await respond(send, 202)
-
-    async def _request(
-        self, scope: Scope, send: Send, call: CallScope, session: Session, msg: Message
-    ) -> None:
-        stream = None
-        if call.progress_token is not None and SSE in (header(scope, b"accept") or "").encode():
-            stream = SseStream(send)
-            await stream.open()
-            call.send = self._sse_sender(stream)
-        reply = jsonrpc.error(msg.id, REQUEST_CANCELLED, "request cancelled")
-        with self.inflight.track(session.id, msg.id):
-            reply = await self.core.answer(session.runner, msg, call)
-        if stream is None:
-            await respond(send, 200, reply)
-        else:
-            await stream.event(reply)
-            await stream.close()
-
-    async def _modern(self, scope: Scope, send: Send, who: Principal, msg: Message) -> None:
-        if not msg.is_request:
-            await respond(send, 202)
-            return
-        call = self._scope(scope, who, None, msg)
-        reply = await self.core.answer(None, msg, call, headers_dict(scope, _MODERN_HEADERS))
-        await respond(send, 200, reply)
-
-    def _scope(
-        self, scope: Scope, who: Principal, session: Session | None, msg: Message
-    ) -> CallScope:
-        return CallScope(
-            principal=who,
-            transport="mcp-http",
-            session_id=session.id if session else "",
-            allow=tuple(session.record.tools) if session else tuple(_client_allow(scope)),
-            edge_allow=self.limits.edge_allow,
-            carrier=headers_dict(scope, _TRACE_HEADERS) or None,
-            request_id=msg.id if msg.is_request else None,  # type: ignore[arg-type]
-            progress_token=progress_token(msg.params),
-        )
-
-    @staticmethod
-    def _sse_sender(stream: SseStream) -> Any:
-        async def send(method: str, params: dict[str, Any] | None) -> None:
-            await stream.event(jsonrpc.notification(method, params))
-
-        return send
-
-    async def _session(self, scope: Scope, who: Principal) -> Session:
-        session_id = header(scope, SESSION_HEADER)
-        if not session_id:
-            raise BadRequestError("Mcp-Session-Id header required (initialize first)")
-        session = await self.sessions.find(session_id, who)
-        if session is None:
-            raise NotFoundError("session not found; initialize again")
-        return session
-
-    # ---- GET: the session's event stream ---------------------------------------------------
-
-    async def _stream(
-        self, scope: Scope, receive: Receive, send: Send, who: Principal, session: Session
-    ) -> None:
-        if SSE not in (header(scope, b"accept") or "").encode():
-            await respond_json(send, 406, {"error": "accept text/event-stream", "code": 406})
-            return
-        if session.id in self._streams:
-            await respond_json(send, 409, {"error": "stream already open", "code": 409})
-            return
-        if len(self._streams) >= self.limits.max_streams:
-            raise OverLimitError("too many open streams")
-        self._streams.add(session.id)
-        stream = SseStream(send)
-        try:
-            await stream.open([(SESSION_HEADER, session.id.encode())])
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
-                tg.start_soon(_until_set, self.closing, tg.cancel_scope)
-                await self._announce(stream, self._scope(scope, who, session, _EMPTY))
-        finally:
-            self._streams.discard(session.id)
-            with anyio.move_on_after(1, shield=True):
-                await stream.close()
-
-    async def _announce(self, stream: SseStream, call: CallScope) -> None:
-        version, names = self.catalog.version, self.core.tools.tool_names(call)
-        while True:
-            with anyio.move_on_after(self.limits.keepalive_s) as timer:
-                version = await self.catalog.wait_changed(version)
-            if timer.cancelled_caught:
-                await stream.comment(b"keepalive")
-                continue
-            current = self.core.tools.tool_names(call)
-            if current != names:
-                await stream.event(jsonrpc.notification("notifications/tools/list_changed"))
-            names = current
+    async def replay(self, send: Send) -> None:
+        length = (b"content-length", str(len(self.body)).encode())
+        start = {"type": "http.response.start", "status": self.status}
+        await send({**start, "headers": [*self.headers, length]})
+        await send({"type": "http.response.body", "body": self.body})
 
 
-_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode()
-_EMPTY = Message(jsonrpc="2.0", method="", id=0)
+class _Started:
+    """A ``send`` that remembers how far the response got, so it can be finished."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.ended = False
+
+    async def __call__(self, message: AsgiMessage) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True
+        await self._send(message)
+
+    async def finish(self, reply: bytes) -> None:
+        """End the response with ``reply`` if nothing was sent, else close what was begun."""
+        if not self.started:
+            await respond(self._send, 200, reply)
+        elif not self.ended:
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[AsgiMessage]]:
+    """A ``receive`` that hands the SDK the body already read, then waits like a client."""
+    sent = False
+
+    async def receive() -> AsgiMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await anyio.sleep_forever()  # the answer ends the exchange, not the client
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def _progress_token(msg: Message) -> object:
+    meta = (msg.params or {}).get("_meta")
+    return meta.get("progressToken") if isinstance(meta, dict) else None
 
 
 def _client_allow(scope: Scope) -> list[str]:

@@ -77,6 +77,11 @@ class _Tracked:
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = False
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`Inflight.cancel` cancelled this block."""
+        return self._cancelling
+
     def cancel(self) -> None:
         if self._task is not None and not self._cancelling:
             self._cancelling = True

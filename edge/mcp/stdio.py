@@ -1,193 +1,120 @@
-"""MCP over stdio: one JSON-RPC message per line, for editors that start ``sophia mcp``.
+"""MCP over stdio with the SDK's own transport (``mcp.stdio_server``), for editors that start
+``sophia mcp``.
 
-Guarantee: requests are answered concurrently (``initialize`` and notifications in order);
-``notifications/cancelled`` cancels the named request, which then gets no reply; when the
-visible tools change the client gets ``notifications/tools/list_changed``; at end of input
-in-flight requests get :data:`EOF_GRACE_S` to finish. Pipes are read and written on the event
-loop itself, not through worker threads; stdout is reserved for the protocol (fd 1 is pointed
-at stderr while serving, so stray prints cannot corrupt it).
+The edge gives ``stdio_server`` its own pair of line streams instead of letting it open
+stdin and stdout, for one stated reason: the SDK drops a line that is not a JSON-RPC message
+without a word, where JSON-RPC 2.0 requires an error reply (-32700 parse error, -32600
+invalid request, id null), and a client that sent one would wait forever
+(``test_stdio_malformed_lines_get_errors_and_serving_goes_on``). So every line that is a
+message goes to the SDK as it is, and each other line is answered here, through the same
+writer the SDK writes to — one whole line per write, under one lock, so they never
+interleave. Everything else (requests, cancellation, progress) is the SDK's. While serving,
+fd 1 points at stderr, so stray prints cannot corrupt the protocol (as the SDK's own streams
+would do).
+
+Tools follow the bus: when the tools the client sees change, it gets
+``notifications/tools/list_changed``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import stat
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, cast
 
 import anyio
-from mcp.server.runner import ServerRunner
+import mcp_types as types
+from mcp import stdio_server
+from pydantic import ValidationError
 
-from bus.tasks import TaskSet
-from edge.catalog import Catalog
 from edge.mcp import jsonrpc
-from edge.mcp.core import McpCore, progress_token
-from edge.mcp.exchange import CallScope
-from edge.mcp.inflight import Inflight
-from edge.mcp.jsonrpc import Message, RpcError
-
-EOF_GRACE_S = 10.0
-MAX_CONCURRENT = 256  # requests answered at once; reading stdin waits beyond that
-MAX_LINE_BYTES = 16 * 1_048_576
+from edge.mcp.jsonrpc import RpcError
+from edge.mcp.tools import EdgeTools
 
 
-class LineIO(Protocol):
-    async def readline(self) -> bytes: ...
-    async def write(self, data: bytes) -> None: ...
+class LineWriter:
+    """stdout as the SDK writes to it (``write`` then ``flush``), one whole line at a time."""
 
-
-class PipeIO:
-    """Lines from one file descriptor to another, on the event loop (pipes, ttys, sockets)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    async def readline(self) -> bytes:
-        try:
-            return await self._reader.readline()
-        except ValueError:  # over MAX_LINE_BYTES: the reader has dropped it
-            return b"\n"
-
-    async def write(self, data: bytes) -> None:
-        self._writer.write(data)  # one whole line per call: writes cannot interleave
-        await self._writer.drain()
-
-
-class FileIO:
-    """Lines through worker threads, for descriptors the loop cannot watch (regular files)."""
-
-    def __init__(self, reader: Any, writer: Any) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, file: anyio.AsyncFile[str]) -> None:
+        self._file = file
         self._lock = anyio.Lock()
 
-    async def readline(self) -> bytes:
-        return bytes(await self._reader.readline(MAX_LINE_BYTES))
-
-    async def write(self, data: bytes) -> None:
+    async def write(self, text: str) -> int:
         async with self._lock:
-            await self._writer.write(data)
-            await self._writer.flush()
+            written = await self._file.write(text)
+            await self._file.flush()
+            return written
+
+    async def flush(self) -> None:
+        return None  # every write is flushed
 
 
-def trace_carrier(params: dict[str, Any] | None) -> dict[str, str] | None:
-    """``traceparent``/``tracestate`` a client put in a request's ``_meta``, if any."""
-    meta = (params or {}).get("_meta")
-    if not isinstance(meta, dict) or "traceparent" not in meta:
-        return None
-    return {k: str(meta[k]) for k in ("traceparent", "tracestate") if k in meta}
+class MessageLines:
+    """stdin as the SDK reads it (``async for line``), without the lines that are not messages:
+    those are answered with their JSON-RPC error here."""
 
+    def __init__(self, file: anyio.AsyncFile[str], writer: LineWriter) -> None:
+        self._file = file
+        self._writer = writer
 
-def _watchable(fd: int) -> bool:
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async for line in self._file:
+            if not line.strip():
+                continue
+            try:
+                types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except ValidationError:
+                await self._refuse(line)
+                continue
+            yield line
+
+    async def _refuse(self, line: str) -> None:
+        try:
+            jsonrpc.decode(line)
+            error = jsonrpc.error(None, types.INVALID_REQUEST, "invalid request")
+        except RpcError as exc:
+            error = jsonrpc.error(exc.request_id, exc.code, exc.message)
+        await self._writer.write(error.decode() + "\n")
 
 
 @asynccontextmanager
-async def open_stdio() -> AsyncIterator[LineIO]:
-    """The process's stdin and stdout as a :class:`LineIO`; fd 1 points at stderr meanwhile."""
-    in_fd, out_fd, saved_fd = os.dup(0), os.dup(1), os.dup(1)
+async def open_lines() -> AsyncIterator[tuple[MessageLines, LineWriter]]:
+    """The process's stdin and stdout as the SDK's line streams; fd 1 points at stderr meanwhile."""
+    in_fd, out_fd, saved = os.dup(0), os.dup(1), os.dup(1)
     os.dup2(2, 1)
     try:
-        if _watchable(in_fd) and _watchable(out_fd):
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-            rt, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", 0)
-            )
-            wt, wp = await loop.connect_write_pipe(
-                asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", 0)
-            )
-            try:
-                yield PipeIO(reader, asyncio.StreamWriter(wt, wp, reader, loop))
-            finally:
-                rt.close()
-                wt.close()
-        else:
-            async with (
-                await anyio.open_file(in_fd, "rb") as fin,
-                await anyio.open_file(out_fd, "wb") as fout,
-            ):
-                yield FileIO(fin, fout)
+        reader = await anyio.open_file(in_fd, encoding="utf-8", errors="replace")
+        out = await anyio.open_file(out_fd, "w", encoding="utf-8")
+        async with reader, out:
+            writer = LineWriter(out)
+            yield MessageLines(reader, writer), writer
     finally:
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
-class StdioServer:
-    """Serves one client over a :class:`LineIO`."""
+async def serve(tools: EdgeTools) -> None:
+    """Answer MCP on stdin/stdout until end of input (then in-flight requests are cancelled)."""
+    async with open_lines() as (lines, writer), anyio.create_task_group() as tg:
+        tg.start_soon(announce_changes, tools)
+        sdk_in, sdk_out = cast(Any, lines), cast(Any, writer)
+        async with stdio_server(sdk_in, sdk_out) as (read, write):
+            options = tools.server.create_initialization_options()
+            await tools.server.run(read, write, options)
+        tg.cancel_scope.cancel()
 
-    def __init__(self, core: McpCore, catalog: Catalog, base: CallScope) -> None:
-        self.core = core
-        self.catalog = catalog
-        self.session = f"stdio-{uuid.uuid4().hex}"
-        self.base = replace(base, session_id=self.session)
-        self.inflight = Inflight()
-        self._io: LineIO | None = None
 
-    async def serve(self, io: LineIO) -> None:
-        """Answer messages until end of input; returns after in-flight requests settle."""
-        self._io = io
-        self.base.send = self._send_notification
-        runner = self.core.runner(self.core.new_connection(session_id=self.session))
-        requests = TaskSet(MAX_CONCURRENT)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._announce_changes, runner)
-            try:
-                while line := await io.readline():
-                    if line.strip():
-                        await self._take(requests, runner, line)
-                with anyio.move_on_after(EOF_GRACE_S):
-                    await requests.wait_idle()
-            finally:
-                with anyio.move_on_after(EOF_GRACE_S, shield=True):
-                    await requests.cancel_all()
-            tg.cancel_scope.cancel()
-
-    async def _take(self, requests: TaskSet, runner: ServerRunner[Any], line: bytes) -> None:
-        try:
-            msg = jsonrpc.decode(line)
-        except RpcError as exc:
-            await self._write(jsonrpc.error(exc.request_id, exc.code, exc.message))
-            return
-        if msg.is_request and msg.method == "initialize":
-            await self._request(runner, msg)  # in order: a pipelined request sees its outcome
-        elif msg.is_request:
-            await requests.spawn(self._request(runner, msg))  # waits while MAX_CONCURRENT run
-        elif msg.is_notification and msg.method == "notifications/cancelled":
-            self.inflight.cancel(self.session, (msg.params or {}).get("requestId"))
-        elif msg.is_notification:
-            await self.core.notify(runner, msg, self.base)
-
-    async def _request(self, runner: ServerRunner[Any], msg: Message) -> None:
-        scope = self.base.for_request(
-            msg.id,  # type: ignore[arg-type]
-            progress_token(msg.params),
-            trace_carrier(msg.params),
-        )
-        reply = b""
-        with self.inflight.track(self.session, msg.id):
-            reply = await self.core.answer(runner, msg, scope)
-        if reply:  # empty when the client cancelled it: no reply then
-            await self._write(reply)
-
-    async def _send_notification(self, method: str, params: dict[str, Any] | None) -> None:
-        await self._write(jsonrpc.notification(method, params))
-
-    async def _write(self, data: bytes) -> None:
-        assert self._io is not None
-        await self._io.write(data + b"\n")
-
-    async def _announce_changes(self, runner: ServerRunner[Any]) -> None:
-        version, names = self.catalog.version, self.core.tools.tool_names(self.base)
-        while True:
-            version = await self.catalog.wait_changed(version)
-            current = self.core.tools.tool_names(self.base)
-            if current != names and runner.connection.initialize_accepted:
-                await self._send_notification("notifications/tools/list_changed", None)
-            names = current
+async def announce_changes(tools: EdgeTools) -> None:
+    """Send ``notifications/tools/list_changed`` whenever the visible tools change."""
+    assert tools.local is not None
+    version, names = tools.version, tools.tool_names(tools.local)
+    while True:
+        version = await tools.wait_changed(version)
+        current = tools.tool_names(tools.local)
+        if current != names and tools.client is not None:
+            await tools.client.send_tool_list_changed()
+        names = current

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bus.config import Settings, load
-from bus.errors import TimeoutError_
+from bus.errors import ForbiddenError, TimeoutError_
 from ops.commands.up import stop_timeout
 from ops.stack import (
     NATS,
@@ -43,7 +43,10 @@ def register(subparsers: Any) -> None:
 
 
 def down(args: argparse.Namespace) -> int:
-    """Stop the stack and report what stopped. Raises TimeoutError_ (exit 3)."""
+    """Stop the stack and report what stopped.
+
+    Raises TimeoutError_ (exit 3), ForbiddenError (the supervisor is another user's).
+    """
     settings = load(Settings)
     layout = Layout(settings.home_path)
     timeout = stop_timeout(load(Policy))
@@ -51,8 +54,14 @@ def down(args: argparse.Namespace) -> int:
     if pid is None:
         return _sweep(layout, timeout)
     print(f"stopping sophia (supervisor pid {pid})", flush=True)
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it stopped meanwhile
+    except PermissionError:
+        raise ForbiddenError(
+            f"not allowed to stop the supervisor (pid {pid}): it runs as another user"
+        ) from None
     deadline = time.monotonic() + timeout
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -95,7 +104,7 @@ def _terminate(programs: list[ProgramState], timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         live = [p.pid for p in programs if p.pid is not None and runs(p.pid, p.argv)]
         for pid in live:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while any(pid_alive(pid) for pid in live) and time.monotonic() < deadline:

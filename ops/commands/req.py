@@ -1,7 +1,9 @@
 """``sophia req SUBJECT [JSON]``: one request with trace context; prints the reply.
 
 A service error becomes ``sophia: <code>: <text>`` on stderr and the CLI's exit
-status for that code (2 for 4xx, 3 for 408/503, 1 otherwise).
+status for that code (2 for 4xx, 3 for 408/503, 1 otherwise). The subject, the body,
+``--timeout`` and every ``-H`` header are checked before anything connects: a bad one
+exits 2 with one line that names it, never quotes it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from typing import Any
 
@@ -20,9 +23,13 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from bus import codec, tracing
 from bus.client import ERROR_CODE_HEADER, ERROR_HEADER
 from bus.config import Settings, load
-from bus.errors import BadRequestError, error_from_code
-from ops.cli import run_async
+from bus.errors import BadRequestError, decode_problem, error_from_code
+from bus.subjects import is_publishable
+from ops.cli import run_async, seconds
 from ops.session import open_bus
+
+#: a header name as HTTP and NATS allow it (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def register(subparsers: Any) -> None:
@@ -32,12 +39,13 @@ def register(subparsers: Any) -> None:
         description="Send one request (JSON body, trace context in the headers) and print "
         "the reply as pretty JSON. A service error exits non-zero.",
     )
-    parser.add_argument("subject", help="e.g. sophia.memory.health")
+    parser.add_argument("subject", type=subject, help="e.g. sophia.memory.health")
     parser.add_argument("body", nargs="?", default="", help="JSON body ('-' reads stdin)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS")
     parser.add_argument(
         "-H",
         "--header",
+        type=header,
         action="append",
         default=[],
         metavar="NAME:VALUE",
@@ -46,16 +54,42 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=req)
 
 
+def subject(text: str) -> str:
+    """argparse type: a subject a message may be sent to (no spaces, no wildcards)."""
+    if not is_publishable(text):
+        raise argparse.ArgumentTypeError("must be dot-separated tokens without spaces or wildcards")
+    return text
+
+
+def header(text: str) -> tuple[str, str]:
+    """argparse type: ``NAME:VALUE`` with a header-token name; the value may be empty."""
+    name, sep, value = text.partition(":")
+    if not sep or not _HEADER_NAME.fullmatch(name.strip()):
+        raise argparse.ArgumentTypeError(
+            "must be NAME:VALUE, NAME letters, digits or one of !#$%&'*+-.^_`|~"
+        )
+    if "\r" in value or "\n" in value:
+        raise argparse.ArgumentTypeError("must be NAME:VALUE on one line")
+    return name.strip(), value.strip()
+
+
 def req(args: argparse.Namespace) -> int:
     """Send the request and print the reply. Raises the service's SophiaError."""
     settings = load(Settings)
-    body = sys.stdin.read() if args.body == "-" else args.body
-    payload = _payload(body)
-    headers = _headers(args.header)
+    payload = _payload(_read_stdin() if args.body == "-" else args.body)
+    headers = dict(args.header)
     reply = run_async(_send, settings, args.subject, payload, headers, args.timeout)
     raise_for_error(reply)
     print(_show(reply))
     return 0
+
+
+def _read_stdin() -> str:
+    """The body from stdin. Raises BadRequestError when it is not UTF-8 text."""
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise BadRequestError("body: stdin is not UTF-8 text") from None
 
 
 def _payload(body: str) -> bytes:
@@ -65,18 +99,8 @@ def _payload(body: str) -> bytes:
     try:
         msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise BadRequestError(f"body is not valid JSON: {exc}") from None
+        raise BadRequestError(f"body is not valid JSON: {decode_problem(exc)}") from None
     return body.encode()
-
-
-def _headers(pairs: list[str]) -> dict[str, str]:
-    headers = {}
-    for pair in pairs:
-        name, sep, value = pair.partition(":")
-        if not sep or not name.strip():
-            raise BadRequestError(f"header {pair!r}: must be NAME:VALUE")
-        headers[name.strip()] = value.strip()
-    return headers
 
 
 async def _send(

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from bus.config import Settings, load
-from ops.cli import run_async
+from ops.cli import run_async, seconds
 from ops.render import duration, pretty_json, size, table
 from ops.session import DISCOVER_WINDOW_S, open_bus
 from ops.stack import Layout
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--wait",
-        type=float,
+        type=seconds,
         default=DISCOVER_WINDOW_S,
         metavar="SECONDS",
         help=f"how long to collect service replies (default {DISCOVER_WINDOW_S:g})",

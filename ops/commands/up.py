@@ -21,7 +21,7 @@ import anyio
 
 from bus import logs
 from bus.config import Settings, load
-from bus.errors import BadRequestError, UnavailableError
+from bus.errors import UnavailableError
 from ops.cli import run_async
 from ops.natsserver import port_open
 from ops.render import table
@@ -65,15 +65,13 @@ def register(subparsers: Any) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Run the stack. Raises StackRunningError, UnavailableError, BadRequestError."""
+    """Run the stack. Raises StackRunningError, UnavailableError, BadRequestError (an unknown
+    ``--only``), ConfigError (a bad setting, or an agent module that does not load)."""
     settings = load(Settings)
     policy = load(Policy)
+    programs = default_programs(settings, args.only)
     logs.configure(settings.log_level)
     layout = Layout(settings.home_path)
-    try:
-        programs = default_programs(settings, args.only)
-    except ValueError as exc:
-        raise BadRequestError(str(exc)) from None
     if args.detach:
         return detach(settings, policy, layout, args.only or [])
     supervisor = Supervisor(settings, layout, programs, policy, nats=plan_nats(settings, layout))

@@ -21,16 +21,18 @@ async def test_api_call_returns_the_agent_reply(http: httpx.AsyncClient) -> None
     ("path", "body", "status", "fragment"),
     [
         ("/v1/echo/say", {"times": 2}, 400, "$.text: required field is missing"),
-        ("/v1/echo/say", {"text": 5}, 400, "$.text: 5 is not of type 'string'"),
+        ("/v1/echo/say", {"text": 5}, 400, "$.text: must be string"),
+        ("/v1/echo/say", {"text": "a", "tmes": 2}, 400, "$.tmes: unknown field"),
         ("/v1/echo/say", {"text": "a", "times": -1}, 400, "times: must be 0 or more"),
         ("/v1/echo/find", {"query": "zz"}, 404, "nothing matches 'zz'"),
         ("/v1/echo/crash", {"text": "a"}, 500, "internal error"),
-        ("/v1/echo/hidden", {}, 404, "no public endpoint echo/hidden"),
-        ("/v1/nobody/home", {}, 404, "no public endpoint nobody/home"),
+        ("/v1/echo/hidden", {}, 404, "no such public endpoint"),
+        ("/v1/nobody/home", {}, 404, "no such public endpoint"),
     ],
     ids=[
         "missing-field",
         "wrong-type",
+        "misspelled-field",
         "agent-400",
         "agent-404",
         "agent-500",
@@ -48,6 +50,31 @@ async def test_api_errors_map_to_status_and_body(
     assert "hunter2" not in response.text
 
 
+async def test_api_error_texts_never_echo_the_request(http: httpx.AsyncClient) -> None:
+    secret = "sk-live-abcdefghijklmnopqrstuvwxyz"
+    unknown = await http.post(f"/v1/{secret}/x", json={})
+    bad_type = await http.post("/v1/echo/say", json={"text": "a", "times": secret})
+    assert unknown.status_code == 404 and bad_type.status_code == 400
+    assert secret not in unknown.text and secret not in bad_type.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/nowhere", 404), ("GET", "/v1/echo/say", 405), ("PUT", "/mcp", 405)],
+    ids=["unknown-path", "wrong-method", "wrong-method-mcp"],
+)
+async def test_router_refusals_are_the_json_error_body(
+    http: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    response = await http.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "not found" if status == 404 else "method not allowed",
+        "code": status,
+    }
+
+
 async def test_api_malformed_json_is_400(http: httpx.AsyncClient) -> None:
     response = await http.post("/v1/echo/say", content=b"{not json")
     assert response.status_code == 400
@@ -59,5 +86,6 @@ async def test_health_and_readiness(edge: RunningEdge) -> None:
         health = await client.get("/healthz")
         ready = await client.get("/readyz")
     assert health.status_code == 200
+    assert health.json() == {"status": "ok", "nats": "connected"}
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "nats": True, "services": ["echo"]}

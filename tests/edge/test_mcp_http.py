@@ -130,13 +130,18 @@ async def test_mcp_http_progress_notifications_come_from_bus_events(
     assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
 
 
-async def test_mcp_http_say_request_schema_matches_msgspec(edge: RunningEdge, token: str) -> None:
+async def test_mcp_http_say_request_schema_matches_msgspec_closed(
+    edge: RunningEdge, token: str
+) -> None:
     import msgspec
 
     expected = msgspec.json.schema(SayRequest)["$defs"]["SayRequest"]
     async with http_session(edge.mcp, token) as session:
         say = by_name(await session.list_tools())["echo_say"]
-    assert say.input_schema == expected
+        misspelled = await session.call_tool("echo_say", {"text": "a", "tmes": 2})
+    assert say.input_schema == {**expected, "additionalProperties": False}
+    assert misspelled.is_error
+    assert misspelled.structured_content == {"error": "$.tmes: unknown field", "code": 400}
 
 
 async def test_mcp_http_2026_envelope_needs_no_session(

@@ -29,19 +29,32 @@ async def still_serves(http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "authorization",
-    [None, "Bearer sph_not-a-real-token", "Basic dXNlcjpwYXNz", "Bearer"],
-    ids=["missing", "unknown", "not-bearer", "empty"],
+    ("authorization", "error"),
+    [
+        (None, "bearer token required"),
+        ("Bearer sph_not-a-real-token", "bearer token not recognised (unknown or revoked)"),
+        ("Bearer not-even-our-format", "bearer token not recognised (unknown or revoked)"),
+        ("Basic dXNlcjpwYXNz", "bearer token required"),
+        ("Bearer", "bearer token required"),
+    ],
+    ids=["missing", "unknown", "foreign", "not-bearer", "empty"],
 )
-@pytest.mark.parametrize("path", ["/v1/echo/say", "/mcp"], ids=["api", "mcp"])
-async def test_no_valid_token_is_401(
-    edge: RunningEdge, http: httpx.AsyncClient, authorization: str | None, path: str
+@pytest.mark.parametrize(
+    "path", ["/v1/echo/say", "/mcp", "/openapi.json"], ids=["api", "mcp", "doc"]
+)
+async def test_no_valid_token_is_401_saying_which(
+    edge: RunningEdge, http: httpx.AsyncClient, authorization: str | None, error: str, path: str
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     async with httpx.AsyncClient(base_url=edge.url) as anonymous:
-        response = await anonymous.post(path, json=INITIALIZE, headers={**headers, **MCP_HEADERS})
+        response = await anonymous.request(
+            "GET" if path == "/openapi.json" else "POST",
+            path,
+            json=INITIALIZE,
+            headers={**headers, **MCP_HEADERS},
+        )
     assert response.status_code == 401
-    assert response.json() == {"error": "bearer token required", "code": 401}
+    assert response.json() == {"error": error, "code": 401}
     assert response.headers["www-authenticate"].startswith("Bearer")
     await still_serves(http)
 

@@ -12,6 +12,7 @@ import pytest
 from bus import Settings
 from bus.schemas.edge import TokenRecord
 from ops.cli import main
+from tests.edge.conftest import MakeToken, RunningEdge, token_accepted
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_token_ls_shows_names_never_tokens(
     ("argv", "status", "message"),
     [
         (["token", "create", "bad name"], 2, "token name"),
-        (["token", "create", "ok", "--scope", "a:b:c"], 2, "scope 'a:b:c'"),
+        (["token", "create", "ok", "--scope", "a:b:c"], 2, "scope: must be"),
         (["token", "revoke", "nobody"], 2, "no token named 'nobody'"),
     ],
     ids=["bad-name", "bad-scope", "revoke-unknown"],
@@ -86,3 +87,43 @@ def test_token_create_twice_then_revoke(env: Settings, capsys: pytest.CaptureFix
     assert main(["token", "revoke", "dup"]) == 0
     assert main(["token", "revoke", "dup"]) == 2
     assert main(["token", "create", "dup"]) == 0
+
+
+@pytest.mark.anyio
+async def test_token_scopes_are_checked_against_running_services(
+    env: Settings, echo: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def cli(*argv: str) -> int:
+        return await anyio.to_thread.run_sync(main, list(argv))
+
+    assert await cli("token", "create", "typo", "--scope", "echo:sya") == 2
+    refused = capsys.readouterr()
+    assert await cli("token", "create", "later", "--scope", "nosuchservice") == 0
+    noted = capsys.readouterr()
+    assert await cli("token", "create", "sayer", "--scope", "echo:say") == 0
+    said = capsys.readouterr()
+    assert await cli("token", "create", "reader", "--scope", "echo:read") == 2
+    unread = capsys.readouterr()
+    assert "echo has no endpoint sya (it has: " in refused.err and refused.out == ""
+    assert "'nosuchservice', which is not running now" in noted.err
+    assert noted.out.startswith("sph_")
+    assert said.out.startswith("sph_") and said.err == ""
+    assert "echo has no read-only endpoints" in unread.err
+
+
+@pytest.mark.anyio
+async def test_token_revoke_returns_once_every_edge_refuses_it(
+    env: Settings, edge: RunningEdge, make_token: MakeToken
+) -> None:
+    import httpx
+
+    for attempt in range(5):
+        name = f"brief{attempt}"
+        token = await make_token(name)
+        async with httpx.AsyncClient(
+            base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            await token_accepted(client)
+            assert await anyio.to_thread.run_sync(main, ["token", "revoke", name]) == 0
+            after = await client.post("/v1/echo/say", json={"text": "a"})
+        assert after.status_code == 401, f"attempt {attempt}: one call got through"

@@ -1,13 +1,14 @@
-"""Pure parts of the stack: which NATS URL gets a local server, redaction, restart policy."""
+"""Pure parts of the stack: which NATS URL gets a local server, redaction, restart policy,
+the programs ``sophia up`` runs."""
 
 from __future__ import annotations
 
 import pytest
 
 from bus.config import Settings, load, redact_url
-from bus.errors import ConfigError
+from bus.errors import BadRequestError, ConfigError, ConflictError
 from ops.stack import default_programs, local_nats_address
-from ops.supervisor import CrashWindow, Policy
+from ops.supervisor import CrashWindow, Policy, StackRunningError
 
 
 @pytest.mark.parametrize(
@@ -63,15 +64,45 @@ def test_policy_reads_sophia_variables_and_names_a_bad_one() -> None:
     assert (policy.crash_limit, policy.restart_backoff_s) == (7, 0.1)
     with pytest.raises(ConfigError) as caught:
         load(Policy, {"SOPHIA_CRASH_LIMIT": "0"})
-    assert caught.value.description.startswith("SOPHIA_CRASH_LIMIT:")
+    assert caught.value.description == "SOPHIA_CRASH_LIMIT: must be a whole number of at least 1"
 
 
-def test_default_programs_run_each_agent_module_with_pinned_settings() -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SOPHIA_RESTART_BACKOFF_S",
+        "SOPHIA_RESTART_BACKOFF_MAX_S",
+        "SOPHIA_CRASH_WINDOW_S",
+        "SOPHIA_STOP_GRACE_S",
+        "SOPHIA_READY_TIMEOUT_S",
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "-1", "nan"], ids=["zero", "negative", "nan"])
+def test_policy_durations_must_be_positive(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(Policy, {name: value})
+    assert caught.value.description == f"{name}: must be a number greater than 0"
+
+
+def test_stack_running_error_is_a_409_conflict() -> None:
+    error = StackRunningError()
+    assert isinstance(error, ConflictError)
+    assert (error.code, error.description) == (409, "a stack is already running")
+
+
+def test_default_programs_run_each_agent_module_through_the_runner_with_pinned_settings() -> None:
     settings = Settings(home="/tmp/h", nats_url="nats://127.0.0.1:4999", prefix="px")
     programs = {p.name: p for p in default_programs(settings, ["planner", "coder"])}
     assert set(programs) == {"planner", "coder"}
-    assert programs["coder"].argv[1:] == ("-m", "agents.coder")
+    assert programs["coder"].argv[1:] == ("-m", "bus.runner", "agents.coder")
+    assert programs["coder"].kind == "agent"
     assert programs["coder"].env["SOPHIA_NATS_URL"] == "nats://127.0.0.1:4999"
     assert programs["coder"].env["SOPHIA_PREFIX"] == "px"
-    with pytest.raises(ValueError, match="unknown program 'nope'"):
-        default_programs(settings, ["nope"])
+
+
+def test_default_programs_name_no_unknown_program_they_were_given() -> None:
+    with pytest.raises(BadRequestError) as caught:
+        default_programs(Settings(), ["nope-secret"])
+    assert caught.value.description.startswith("--only: no such program; choose from ")
+    assert "planner" in caught.value.description
+    assert "nope-secret" not in caught.value.description

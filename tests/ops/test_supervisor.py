@@ -23,11 +23,12 @@ import pytest
 from bus import Bus, Settings
 from bus.micro import PingResponse
 from bus.subjects import Subjects, srv
+from ops import stack
 from ops.natsserver import free_port, port_open
 from ops.session import discover
-from ops.stack import Layout, Program, child_env, nats_program, pid_alive, read_state
+from ops.stack import Layout, Program, default_programs, nats_program, pid_alive, read_state
 from ops.supervisor import Policy, Supervisor
-from tests.ops.conftest import Sophia
+from tests.ops.conftest import Package, Sophia, agent_source
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -80,9 +81,7 @@ async def answering(bus: Bus, name: str, other_than: str = "") -> PingResponse:
 async def test_supervisor_restarts_an_agent_killed_with_sigkill(
     settings: Settings, layout: Layout, bus: Bus
 ) -> None:
-    agent = Program(
-        "planner", (sys.executable, "-m", "agents.planner"), "agent", child_env(settings)
-    )
+    [agent] = default_programs(settings, ["planner"])  # as `sophia up` runs it: bus.runner
     async with supervising(settings, layout, [agent]) as supervisor:
         state = supervisor.states["planner"]
         first = await answering(bus, "planner")
@@ -95,6 +94,24 @@ async def test_supervisor_restarts_an_agent_killed_with_sigkill(
         restarted = state.pid
     assert state.status == "stopped"
     assert restarted is not None and not pid_alive(restarted)
+
+
+async def test_supervisor_runs_an_agent_module_that_was_only_added_to_the_package(
+    settings: Settings,
+    layout: Layout,
+    bus: Bus,
+    package: Package,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = package({"scout": agent_source("scout")})  # no __main__ block, listed nowhere
+    monkeypatch.setattr(stack, "AGENTS_PACKAGE", name)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    [scout] = default_programs(settings, ["scout"])
+    assert scout.argv[1:] == ("-m", "bus.runner", f"{name}.scout")
+    async with supervising(settings, layout, [scout]) as supervisor:
+        ping = await answering(bus, "scout")
+        assert ping.metadata["pid"] == str(supervisor.states["scout"].pid)
 
 
 async def test_supervisor_leaves_a_crash_looping_program_down_and_reports_it(
