@@ -1,22 +1,31 @@
 """The memory agent: keeps coding context across sessions in four tiers and finds it by meaning.
 
 Run as ``python -m agents.memory``. It serves :class:`memory.engine.MemoryEngine` on
-``sophia.memory.<endpoint>``; bad input is a 400 naming the field, and the agent keeps
-serving. A write is acknowledged only once L3 (the source of truth) has committed it.
+``sophia.memory.<endpoint>``; bad input is a 400 naming the field (msgspec checks each
+request against its schema as it decodes it), and the agent keeps serving. A write is
+acknowledged only once L3 (the source of truth) has committed it, and only when what it
+stored can come back in one reply (else 413).
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from bus import Agent, BadRequestError, endpoint
-from bus.config import load
+from bus import Agent, BadRequestError, endpoint, wire
+from bus.codec import encode
+from bus.config import Settings, load
+from bus.limits import HEADER_ROOM
 from bus.runner import run_agent
 from bus.schemas import memory as s
+from bus.subjects import INBOX_PREFIX, is_publishable
 from memory.config import MemorySettings
 from memory.engine import MemoryEngine
 
-PROGRESS_PREFIX = "_INBOX."  # index progress only goes back to the caller's own inbox
+
+def progress_subject_allowed(subject: str) -> bool:
+    """Index progress only goes back to the caller's own inbox (``_INBOX.…``), never to
+    another service's subject."""
+    return subject.startswith(INBOX_PREFIX) and is_publishable(subject)
 
 
 class MemoryAgent(Agent, name="memory"):
@@ -24,9 +33,17 @@ class MemoryAgent(Agent, name="memory"):
 
     engine: MemoryEngine
 
+    def __init__(self, settings: Settings | None = None) -> None:
+        """Load the memory settings too (their home is the bus settings'). Raises ConfigError
+        naming the variable, before anything connects."""
+        super().__init__(settings)
+        self.memory_settings = msgspec.structs.replace(
+            load(MemorySettings), home=self.settings.home
+        )
+
     async def setup(self) -> None:
-        settings = msgspec.structs.replace(load(MemorySettings), home=self.settings.home)
-        self.engine = MemoryEngine(settings)
+        reply_bytes = self.nc.max_payload - HEADER_ROOM
+        self.engine = MemoryEngine(self.memory_settings, reply_bytes=reply_bytes)
         await self.engine.open()
 
     async def teardown(self) -> None:
@@ -63,11 +80,11 @@ class MemoryAgent(Agent, name="memory"):
         Progress goes to ``progress_subject`` (the caller's inbox) after each file.
         """
         subject = req.progress_subject
-        if subject and not subject.startswith(PROGRESS_PREFIX):
-            raise BadRequestError(f"progress_subject: must start with {PROGRESS_PREFIX}")
+        if subject and not progress_subject_allowed(subject):
+            raise BadRequestError(f"progress_subject: must be an inbox ({INBOX_PREFIX}…)")
 
         async def progress(event: s.IndexProgress) -> None:
-            await self.nc.publish(subject, msgspec.json.encode(event))
+            await wire.publish(self.nc, subject, encode(event), what="progress")
 
         return await self.engine.index(req, progress if subject else None)
 

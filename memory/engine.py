@@ -3,32 +3,33 @@
 ``async with MemoryEngine(settings) as engine:`` opens every tier, checks the vector
 space against the embedding model (re-embedding from L3 when the model changed, so spaces
 never mix) and closes everything on exit. Methods take and return the wire Structs of
-``bus.schemas.memory``; bad input raises BadRequestError naming the field.
+``bus.schemas.memory`` as msgspec decoded them (so within their schemas' limits); what a
+schema cannot say is checked here: a BadRequestError (400) or PayloadTooLargeError (413)
+names the field. Guarantee: whatever is accepted can be read, searched and deleted again,
+its reply within ``reply_bytes`` (the bus's max_payload less room for headers).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 from types import TracebackType
 
 import anyio.to_thread
-import msgspec
 
 from bus.errors import BadRequestError, NotFoundError
 from bus.schemas import memory as s
 from memory import validation as v
 from memory.batcher import BatchingEmbedder
+from memory.budget import DEFAULT_REPLY_BYTES, ReplyBudget, encoded_size
 from memory.cache import SemanticCache
 from memory.config import MemorySettings, load_settings
 from memory.embedder import Embedder
 from memory.indexer import Indexer, Progress
-from memory.redact import redact, redact_value
-from memory.router import Router
+from memory.router import Prepared, Router, as_hit, as_item
+from memory.sessions import Sessions
 from memory.spaces import ensure_space
-from memory.tiers.base import Query
+from memory.tiers.base import Query, VectorTier
 from memory.tiers.select import Tiers, select
 
 log = logging.getLogger("sophia.memory.engine")
@@ -37,9 +38,16 @@ log = logging.getLogger("sophia.memory.engine")
 class MemoryEngine:
     """Coding memory across four tiers (see DESIGN.md §4). Not usable before ``open``."""
 
-    def __init__(self, settings: MemorySettings | None = None, *, embedder: Embedder | None = None):
+    def __init__(
+        self,
+        settings: MemorySettings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        reply_bytes: int = DEFAULT_REPLY_BYTES,
+    ) -> None:
         self.settings = settings or load_settings()
         self._embedder = embedder
+        self.budget = ReplyBudget(reply_bytes)
         self._stack: AsyncExitStack | None = None
         self.reembedded = 0
 
@@ -91,7 +99,7 @@ class MemoryEngine:
             max_tokens=cfg.embed_max_tokens,
         )
 
-    def _wire(self, tiers: Tiers, cache_vectors) -> None:  # type: ignore[no-untyped-def]
+    def _wire(self, tiers: Tiers, cache_vectors: VectorTier) -> None:
         cfg = self.settings
         self.router = Router(
             hot=tiers.hot,
@@ -101,6 +109,7 @@ class MemoryEngine:
             embedder=self.embedder,
             archive_bytes=cfg.archive_bytes,
             l1_ttl_s=cfg.l1_ttl_s,
+            budget=self.budget,
         )
         self.indexer = Indexer(
             self.router, tiers.facts, lines=cfg.chunk_lines, overlap=cfg.chunk_overlap
@@ -112,6 +121,15 @@ class MemoryEngine:
             embedder=self.embedder,
             threshold=cfg.cache_threshold,
             ttl_s=cfg.cache_ttl_s,
+            budget=self.budget,
+        )
+        self.sessions = Sessions(
+            store=tiers.facts,
+            hot=tiers.hot,
+            archive=tiers.archive,
+            budget=self.budget,
+            ttl_s=cfg.l1_ttl_s,
+            max_text_bytes=cfg.max_text_bytes,
         )
 
     async def close(self) -> None:
@@ -124,14 +142,18 @@ class MemoryEngine:
     # -- items ---------------------------------------------------------------
 
     async def store(self, req: s.StoreRequest) -> s.StoreResult:
-        """Remember one item. Raises BadRequestError for bad input."""
-        cfg = self.settings
-        text = v.text(req.text, "text", cfg.max_text_bytes)
-        prepared = self.router.prepare(
-            text, v.namespace(req.namespace), v.kind(req.kind), v.mapping(req.metadata, "metadata")
-        )
+        """Remember one item.
+
+        Raises BadRequestError (text over max_text_bytes, metadata nested too deep to come back
+        in a search, nothing left after redaction) and PayloadTooLargeError (its ``get`` or
+        ``search`` reply would not fit).
+        """
+        text = v.within_bytes(req.text, "text", self.settings.max_text_bytes)
+        metadata = v.hit_metadata(req.metadata)
+        prepared = self.router.prepare(text, req.namespace, req.kind, metadata)
         if not prepared.record.text.strip():
             raise BadRequestError("text: nothing left after secret redaction")
+        self._require_readable(prepared)
         [created] = await self.router.write([prepared])
         record = prepared.record
         tiers = ["l3"] + (["l2"] if record.model else []) + (["l4"] if record.archived else [])
@@ -139,45 +161,47 @@ class MemoryEngine:
             id=record.id, created=created, tiers=tiers, redactions=prepared.redactions
         )
 
+    def _require_readable(self, prepared: Prepared) -> None:
+        """Raise PayloadTooLargeError unless the item's ``get`` reply and a search reply with
+        it as the only hit fit the budget; it names the larger of text and metadata."""
+        r = prepared.record
+        item = as_item(r, prepared.full_text, "l4")
+        hit = as_hit(r, -999_999.999999, "hybrid")  # a score of as many digits as one has
+        if not (self.budget.fits(item) and self.budget.fits_hit(hit)):
+            bigger = "text" if encoded_size(item.text) >= encoded_size(r.metadata) else "metadata"
+            raise self.budget.refusal(bigger)
+
     async def search(self, req: s.SearchRequest) -> s.SearchResult:
-        """Hybrid search over one namespace. Raises BadRequestError for bad input."""
-        v.text(req.query, "query", 8192)
-        v.k(req.k)
-        kinds = (
-            [v.kind(kind, "kinds") for kind in req.kinds] if isinstance(req.kinds, list) else None
-        )
-        if kinds is None:
-            raise BadRequestError("kinds: must be a list of kinds")
-        if req.mode not in ("hybrid", "vector", "keyword"):
-            raise BadRequestError("mode: must be one of hybrid, vector, keyword")
-        f = req.filters if isinstance(req.filters, s.SearchFilters) else s.SearchFilters()
+        """Hybrid search over one namespace: the best hits that fit one reply, ``truncated``
+        when more matched."""
+        f = req.filters
         query = Query(
-            namespace=v.namespace(req.namespace),
-            kinds=kinds,
+            namespace=req.namespace,
+            kinds=list(req.kinds),
             path=f.path,
             language=f.language,
             tags=list(f.tags),
             since=f.since,
             until=f.until,
         )
-        return s.SearchResult(hits=await self.router.search(req, query))
+        return await self.router.search(req, query)
 
     async def get(self, req: s.GetRequest) -> s.Item:
         """One item by id (its whole body). Raises NotFoundError."""
-        item = await self.router.get(v.ident(req.id))
+        item = await self.router.get(req.id)
         if item is None:
-            raise NotFoundError(f"id: no item {req.id}")
+            raise NotFoundError("id: no such item")
         return item
 
     async def delete(self, req: s.DeleteRequest) -> s.DeleteResult:
         """Forget one item in every tier; deleting a missing id is not an error."""
-        ident = v.ident(req.id)
-        return s.DeleteResult(id=ident, deleted=await self.router.delete(ident))
+        return s.DeleteResult(id=req.id, deleted=await self.router.delete(req.id))
 
     async def index(self, req: s.IndexRequest, progress: Progress | None = None) -> s.IndexResult:
-        """Index a directory on this machine. Raises BadRequestError when it is not one."""
-        root = await anyio.to_thread.run_sync(_directory, v.text(req.path, "path", 4096))
-        namespace = v.namespace(req.namespace or root.name)
+        """Index a directory on this machine. Raises BadRequestError naming ``path`` when it
+        is not one, or ``namespace`` when none was given and the directory's name is not one."""
+        root = await anyio.to_thread.run_sync(v.directory, req.path)
+        namespace = v.index_namespace(req.namespace, root)
         return await self.indexer.index(root, namespace, progress)
 
     async def stats(self, req: s.StatsRequest | None = None) -> s.Stats:
@@ -210,74 +234,29 @@ class MemoryEngine:
     # -- sessions ------------------------------------------------------------
 
     async def session_save(self, req: s.SessionSaveRequest) -> s.SessionSaveResult:
-        """Save a session's context (redacted); the version it replaces goes to L4."""
-        cfg = self.settings
-        sid, namespace = v.text(req.session_id, "session_id", 256), v.namespace(req.namespace)
-        summary, n1 = redact(v.text(req.summary, "summary", cfg.max_text_bytes, allow_empty=True))
-        context, n2 = redact_value(v.mapping(req.context, "context"))
-        body = msgspec.json.encode({"summary": summary, "context": context}).decode()
-        if len(body) > cfg.max_text_bytes:
-            raise BadRequestError(f"context: longer than {cfg.max_text_bytes} bytes")
-        facts = self.tiers.facts
-        previous = await facts.session_get(namespace, sid)
-        if previous is not None:
-            key = f"sessions/{namespace}/{sid}/{previous[1]}"
-            await self.tiers.archive.put(key, previous[0].encode())
-        now = time.time()
-        version = await facts.session_put(namespace, sid, body, now)
-        cached = msgspec.json.encode([body, version, now])
-        await self.tiers.hot.set(f"session:{namespace}:{sid}", cached, cfg.l1_ttl_s)
-        return s.SessionSaveResult(session_id=sid, version=version, redactions=n1 + n2)
+        """Save a session's context (redacted); the version it replaces goes to L4.
+
+        Raises BadRequestError and PayloadTooLargeError (its ``session.load`` would not fit).
+        """
+        return await self.sessions.save(req)
 
     async def session_load(self, req: s.SessionLoadRequest) -> s.Session:
         """The latest saved context of a session, or ``found=False``."""
-        sid, namespace = v.text(req.session_id, "session_id", 256), v.namespace(req.namespace)
-        key = f"session:{namespace}:{sid}"
-        raw = await self.tiers.hot.get(key)
-        row = (
-            tuple(msgspec.json.decode(raw))
-            if raw
-            else await self.tiers.facts.session_get(namespace, sid)
-        )
-        if row is None:
-            return s.Session(session_id=sid, namespace=namespace, found=False)
-        body, version, saved_at = row
-        data = msgspec.json.decode(body)
-        if raw is None:
-            await self.tiers.hot.set(
-                key, msgspec.json.encode([body, version, saved_at]), self.settings.l1_ttl_s
-            )
-        return s.Session(
-            session_id=sid,
-            namespace=namespace,
-            summary=data.get("summary", ""),
-            context=data.get("context", {}),
-            version=version,
-            saved_at=saved_at,
-        )
+        return await self.sessions.load(req)
 
     # -- model-call cache ----------------------------------------------------
 
     async def cache_lookup(self, req: s.CacheLookupRequest) -> s.CacheLookupResult:
         """A cached response for this prompt, exact or by meaning."""
-        if req.threshold is not None and not 0 < req.threshold <= 1:
-            raise BadRequestError("threshold: must be greater than 0 and at most 1")
-        model = v.text(req.model, "model", 256)
-        prompt = v.text(req.prompt, "prompt", self.settings.max_text_bytes)
-        return await self.cache.lookup(model, prompt, req.threshold)
+        prompt = v.within_bytes(req.prompt, "prompt", self.settings.max_text_bytes)
+        return await self.cache.lookup(req.model, prompt, req.threshold)
 
     async def cache_put(self, req: s.CachePutRequest) -> s.CachePutResult:
-        """Cache a model's response to a prompt."""
-        if req.ttl_s is not None and not 0 < req.ttl_s <= 365 * 86400:
-            raise BadRequestError("ttl_s: must be greater than 0 and at most a year")
-        model = v.text(req.model, "model", 256)
-        prompt = v.text(req.prompt, "prompt", self.settings.max_text_bytes)
-        response = v.text(req.response, "response", self.settings.max_text_bytes, allow_empty=True)
-        return await self.cache.put(model, prompt, response, req.ttl_s)
+        """Cache a model's response to a prompt.
 
-
-def _directory(path: str) -> Path:
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise BadRequestError("path: not a directory on the memory agent's machine")
-    return root
+        Raises BadRequestError and PayloadTooLargeError (no lookup reply could carry it).
+        """
+        max_bytes = self.settings.max_text_bytes
+        prompt = v.within_bytes(req.prompt, "prompt", max_bytes)
+        response = v.within_bytes(req.response, "response", max_bytes)
+        return await self.cache.put(req.model, prompt, response, req.ttl_s)

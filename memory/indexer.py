@@ -20,7 +20,7 @@ import pathspec
 from bus.schemas.memory import IndexProgress, IndexResult
 from memory.chunking import chunk_file
 from memory.router import Prepared, Router
-from memory.tiers.base import FactTier
+from memory.tiers.base import FileHashStore
 
 Progress = Callable[[IndexProgress], Awaitable[None] | None]
 MAX_FILE_BYTES = 1_048_576
@@ -84,7 +84,7 @@ def _read(path: Path) -> tuple[str, str] | None:
 class Indexer:
     """Keeps a namespace in step with a directory, one changed file at a time."""
 
-    def __init__(self, router: Router, facts: FactTier, *, lines: int, overlap: int) -> None:
+    def __init__(self, router: Router, facts: FileHashStore, *, lines: int, overlap: int) -> None:
         self.router = router
         self.facts = facts
         self.lines = lines

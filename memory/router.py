@@ -4,7 +4,8 @@ Writes: redaction first, then an id from the content hash (the same item twice i
 id and changes nothing), then placement — the record and its keyword text in L3 (the source
 of truth), its vector in L2 unless it is a session, a body over ``archive_bytes`` in L4 with
 only its head in L3. Reads: L1, else L2 vectors and L3 keywords fused by reciprocal rank,
-L4 only for an archived body; whatever was read fills L1.
+L4 only for an archived body; whatever was read fills L1. A search answers with the best
+hits that fit one reply (:class:`memory.budget.ReplyBudget`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus.schemas.memory import Hit, Item, SearchRequest
-from memory import keywords
+from bus.schemas.memory import Hit, Item, SearchRequest, SearchResult
+from memory import keys, keywords
 from memory.batcher import BatchingEmbedder
+from memory.budget import ReplyBudget
 from memory.redact import redact, redact_value
-from memory.tiers.base import ArchiveTier, FactTier, HotTier, Query, Record, VectorPoint, VectorTier
+from memory.tiers.base import (
+    ArchiveTier,
+    HotTier,
+    Query,
+    Record,
+    RecordStore,
+    VectorPoint,
+    VectorTier,
+)
 
 RRF_K = 60
 UNEMBEDDED_KINDS = frozenset({"session"})
@@ -70,6 +80,33 @@ def payload(record: Record) -> dict[str, Any]:
     }
 
 
+def as_item(record: Record, text: str, tier: str) -> Item:
+    """The ``get`` reply for ``record`` whose whole body is ``text`` (from ``tier``)."""
+    return Item(
+        id=record.id,
+        text=text,
+        namespace=record.namespace,
+        kind=record.kind,
+        metadata=record.metadata,
+        created_at=record.created_at,
+        tier=tier,
+        model=record.model,
+    )
+
+
+def as_hit(record: Record, score: float, tier: str) -> Hit:
+    """``record`` as a search hit (the text L3 holds: the head of an archived body)."""
+    return Hit(
+        id=record.id,
+        text=record.text,
+        score=score,
+        tier=tier,
+        kind=record.kind,
+        namespace=record.namespace,
+        metadata=record.metadata,
+    )
+
+
 def rrf(*rankings: list[tuple[str, float]], k0: int = RRF_K) -> list[tuple[str, float, int]]:
     """Reciprocal-rank fusion: (id, fused score, bitmask of the rankings that had it)."""
     scores: dict[str, float] = {}
@@ -89,14 +126,16 @@ class Router:
         *,
         hot: HotTier,
         vectors: VectorTier,
-        facts: FactTier,
+        facts: RecordStore,
         archive: ArchiveTier,
         embedder: BatchingEmbedder,
         archive_bytes: int,
         l1_ttl_s: float,
+        budget: ReplyBudget,
     ) -> None:
         self.hot, self.vectors, self.facts, self.archive = hot, vectors, facts, archive
         self.embedder = embedder
+        self.budget = budget
         self.archive_bytes = archive_bytes
         self.l1_ttl_s = l1_ttl_s
         self.l1_hits = 0
@@ -150,7 +189,7 @@ class Router:
         for p in items:
             if p.record.archived:
                 await self.archive.put(
-                    f"items/{p.record.id}", p.full_text.encode("utf-8", "surrogatepass")
+                    keys.archived_item(p.record.id), p.full_text.encode("utf-8", "surrogatepass")
                 )
         embedded = [p.record for p in items if p.record.model]
         vectors = await self.embedder.embed(
@@ -160,12 +199,12 @@ class Router:
         points = [VectorPoint(r.id, v, payload(r)) for r, v in zip(embedded, vectors, strict=True)]
         await self.vectors.upsert(points)  # idempotent: a racing twin writes the same point
         for namespace in {p.record.namespace for p in items}:
-            await self.hot.incr(f"gen:{namespace}")
+            await self.hot.incr(keys.generation(namespace))
         return {p.record.id for p, ok in zip(items, taken, strict=True) if ok}
 
     async def get(self, ident: str) -> Item | None:
         """L1, else L3 (and L4 for an archived body); fills L1."""
-        cached = await self.hot.get(f"item:{ident}")
+        cached = await self.hot.get(keys.item(ident))
         if cached is not None:
             self.l1_hits += 1
             return msgspec.json.decode(cached, type=Item)
@@ -174,25 +213,16 @@ class Router:
         if record is None:
             return None
         item = await self.item(record)
-        await self.hot.set(f"item:{ident}", msgspec.json.encode(item), self.l1_ttl_s)
+        await self.hot.set(keys.item(ident), msgspec.json.encode(item), self.l1_ttl_s)
         return item
 
     async def item(self, record: Record) -> Item:
         text, tier = record.text, "l3"
         if record.archived:
-            body = await self.archive.get(f"items/{record.id}")
+            body = await self.archive.get(keys.archived_item(record.id))
             if body is not None:
                 text, tier = body.decode("utf-8", "surrogatepass"), "l4"
-        return Item(
-            id=record.id,
-            text=text,
-            namespace=record.namespace,
-            kind=record.kind,
-            metadata=record.metadata,
-            created_at=record.created_at,
-            tier=tier,
-            model=record.model,
-        )
+        return as_item(record, text, tier)
 
     async def delete(self, ident: str) -> bool:
         record = (await self.facts.get_many([ident])).get(ident)
@@ -201,30 +231,31 @@ class Router:
         await self.vectors.delete([ident])
         await self.facts.delete([ident])
         if record.archived:
-            await self.archive.delete(f"items/{ident}")
-        await self.hot.delete(f"item:{ident}")
-        await self.hot.incr(f"gen:{record.namespace}")
+            await self.archive.delete(keys.archived_item(ident))
+        await self.hot.delete(keys.item(ident))
+        await self.hot.incr(keys.generation(record.namespace))
         return True
 
     async def forget(self, ids: list[str], namespace: str) -> None:
         """Drop ids already removed from L3 from the other tiers (a re-indexed file's chunks)."""
         await self.vectors.delete(ids)
         for ident in ids:
-            await self.hot.delete(f"item:{ident}")
-        await self.hot.incr(f"gen:{namespace}")
+            await self.hot.delete(keys.item(ident))
+        await self.hot.incr(keys.generation(namespace))
 
-    async def search(self, req: SearchRequest, query: Query) -> list[Hit]:
-        """Hybrid search (or one side of it when ``req.mode`` says so), through L1."""
-        generation = await self.hot.counter(f"gen:{req.namespace}")
-        key = "search:" + hashlib.sha256(msgspec.json.encode([generation, req])).hexdigest()
+    async def search(self, req: SearchRequest, query: Query) -> SearchResult:
+        """Hybrid search (or one side of it when ``req.mode`` says so), through L1: the best
+        hits that fit one reply, ``truncated`` when more matched."""
+        generation = await self.hot.counter(keys.generation(req.namespace))
+        key = keys.search(generation, self.budget.max_bytes, req)
         cached = await self.hot.get(key)
         if cached is not None:
             self.l1_hits += 1
-            return msgspec.json.decode(cached, type=list[Hit])
+            return msgspec.json.decode(cached, type=SearchResult)
         self.l1_misses += 1
-        hits = await self._search(req, query)
-        await self.hot.set(key, msgspec.json.encode(hits), self.l1_ttl_s)
-        return hits
+        result = self.budget.best_hits(await self._search(req, query))
+        await self.hot.set(key, msgspec.json.encode(result), self.l1_ttl_s)
+        return result
 
     async def _search(self, req: SearchRequest, query: Query) -> list[Hit]:
         depth = max(4 * req.k, 40)
@@ -253,16 +284,4 @@ class Router:
             ranked = [(d, s, tier) for d, s in found[tier]]
         ranked = ranked[: req.k]
         records = await self.facts.get_many([d for d, _, _ in ranked])
-        return [
-            Hit(
-                id=d,
-                text=records[d].text,
-                score=round(s, 6),
-                tier=tier,
-                kind=records[d].kind,
-                namespace=records[d].namespace,
-                metadata=records[d].metadata,
-            )
-            for d, s, tier in ranked
-            if d in records
-        ]
+        return [as_hit(records[d], round(s, 6), tier) for d, s, tier in ranked if d in records]

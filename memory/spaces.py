@@ -14,10 +14,10 @@ import shutil
 
 import anyio.to_thread
 
-from memory import keywords
+from memory import keys, keywords
 from memory.batcher import BatchingEmbedder
 from memory.router import payload
-from memory.tiers.base import FactTier, Record, VectorPoint, VectorTier
+from memory.tiers.base import MetaStore, Record, RecordStore, VectorPoint, VectorTier
 from memory.tiers.select import Tiers, space_name
 from memory.tiers.vector_qdrant import list_collections
 
@@ -35,8 +35,8 @@ async def ensure_space(
     try:
         count = 0
         if purpose == "items":
-            count = await _sync_items(tiers.facts, vectors, embedder)
-        await tiers.facts.meta_set(f"model:{purpose}", model)
+            count = await _sync_items(tiers.facts, tiers.facts, vectors, embedder)
+        await tiers.facts.meta_set(keys.space_model(purpose), model)
         await _drop_stale(tiers, purpose, space_name(purpose, model))
     except BaseException:
         await vectors.close()
@@ -44,9 +44,11 @@ async def ensure_space(
     return vectors, count
 
 
-async def _sync_items(facts: FactTier, vectors: VectorTier, embedder: BatchingEmbedder) -> int:
-    stored = await facts.meta_get("model:items")
-    counts = await facts.counts("")
+async def _sync_items(
+    records: RecordStore, meta: MetaStore, vectors: VectorTier, embedder: BatchingEmbedder
+) -> int:
+    stored = await meta.meta_get(keys.space_model("items"))
+    counts = await records.counts("")
     expected = sum(n for (_, kind), n in counts.items() if kind != "session")
     if stored == embedder.model_id and expected == await vectors.count():
         return 0
@@ -56,7 +58,7 @@ async def _sync_items(facts: FactTier, vectors: VectorTier, embedder: BatchingEm
     seen: set[str] = set()
     done = 0
     after = ""
-    while page := await facts.scan(after, PAGE):
+    while page := await records.scan(after, PAGE):
         after = page[-1].id
         todo = [r for r in page if r.model]
         seen.update(r.id for r in todo)
@@ -64,7 +66,7 @@ async def _sync_items(facts: FactTier, vectors: VectorTier, embedder: BatchingEm
         done += await _embed_into(vectors, embedder, missing)
     orphans = list(present - seen)
     await vectors.delete(orphans)
-    await facts.relabel(embedder.model_id)
+    await records.relabel(embedder.model_id)
     if done or orphans:
         await vectors.optimize()
         log.info("memory_space_synced", extra={"embedded": done, "orphans": len(orphans)})

@@ -1,78 +1,70 @@
-"""Input checks of the memory engine: each failure is a BadRequestError naming the field.
+"""The input checks no schema can state; each failure is a BadRequestError naming the field.
 
-Requests usually arrive decoded by msgspec (which checks types and bounds); these checks
-hold the same line for Structs built in Python, where msgspec checks nothing.
+Requests reach the engine decoded by msgspec (``bus.codec``), which has already enforced every
+limit their schemas declare (types, lengths, not blank, kinds, k, nesting). What is left is
+here: sizes in bytes, how deep metadata may nest to come back in a search reply, and paths
+on the agent's machine. No description quotes the value it refuses.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import os
+from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from bus.codec import check_nesting
 from bus.errors import BadRequestError
-from bus.schemas.memory import KINDS, MAX_K
-
-T = TypeVar("T")
-
-
-def decode(raw: bytes | str | dict[str, Any], cls: type[T]) -> T:
-    """Decode JSON (or convert a dict) into ``cls``. Raises BadRequestError naming the field."""
-    try:
-        if isinstance(raw, dict):
-            return msgspec.convert(raw, cls)
-        return msgspec.json.decode(raw, type=cls)
-    except msgspec.ValidationError as exc:
-        raise BadRequestError(explain(str(exc))) from None
-    except msgspec.DecodeError:
-        raise BadRequestError("body: not valid JSON") from None
+from bus.limits import NAMESPACE_CHARS, PATH_CHARS, PATH_PART_CHARS
+from memory.budget import HIT_METADATA_NESTING
 
 
-def explain(message: str) -> str:
-    """``Expected `int`, got `str` - at `$.k``` -> ``k: Expected `int`, got `str```."""
-    what, sep, where = message.partition(" - at `$.")
-    return f"{where.rstrip('`')}: {what}" if sep else message
-
-
-def text(value: Any, field: str, max_bytes: int, *, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise BadRequestError(f"{field}: must be a string")
-    if not allow_empty and not value.strip():
-        raise BadRequestError(f"{field}: must not be empty")
+def within_bytes(value: str, field: str, max_bytes: int) -> str:
+    """``value`` when its UTF-8 form has at most ``max_bytes``."""
     if len(value) > max_bytes or len(value.encode("utf-8", "surrogatepass")) > max_bytes:
         raise BadRequestError(f"{field}: longer than {max_bytes} bytes")
     return value
 
 
-def namespace(value: Any, field: str = "namespace") -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.strip():
-        raise BadRequestError(f"{field}: must be a non-empty string of at most 128 characters")
-    return value
-
-
-def kind(value: Any, field: str = "kind") -> str:
-    if value not in KINDS:
-        raise BadRequestError(f"{field}: must be one of {', '.join(KINDS)}")
-    return value
-
-
-def k(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_K:
-        raise BadRequestError(f"k: must be a whole number from 1 to {MAX_K}")
-    return value
-
-
-def mapping(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise BadRequestError(f"{field}: must be an object with string keys")
+def hit_metadata(value: dict[str, Any], field: str = "metadata") -> dict[str, Any]:
+    """``value`` when a search reply can carry it (see :data:`HIT_METADATA_NESTING`)."""
     try:
-        msgspec.json.encode(value)
-    except (TypeError, OverflowError):
-        raise BadRequestError(f"{field}: must hold JSON values only") from None
+        check_nesting(value, HIT_METADATA_NESTING)
+    except msgspec.ValidationError:
+        raise BadRequestError(
+            f"{field}: nested deeper than {HIT_METADATA_NESTING} levels"
+        ) from None
     return value
 
 
-def ident(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 64:
-        raise BadRequestError("id: must be a non-empty string of at most 64 characters")
-    return value
+def directory(path: str) -> Path:
+    """The directory ``path`` names on this machine, resolved.
+
+    Raises BadRequestError naming ``path`` for a NUL, a component longer than
+    PATH_PART_CHARS, a path longer than PATH_CHARS once resolved, or no such directory.
+    """
+    if "\0" in path:
+        raise BadRequestError("path: must not contain a NUL character")
+    if any(len(part) > PATH_PART_CHARS for part in path.split(os.sep)):
+        raise BadRequestError(f"path: a component is longer than {PATH_PART_CHARS} characters")
+    try:
+        root = Path(path).expanduser().resolve()
+        if len(str(root)) > PATH_CHARS:
+            raise BadRequestError(f"path: longer than {PATH_CHARS} characters once resolved")
+        if root.is_dir():
+            return root
+    except (OSError, ValueError, RuntimeError):
+        pass  # too long for the OS, a loop of links, a user without a home: no directory
+    raise BadRequestError("path: not a directory on the memory agent's machine")
+
+
+def index_namespace(namespace: str, root: Path) -> str:
+    """The namespace an index run writes: the one asked for, else the directory's name."""
+    name = namespace or root.name
+    if not name.strip() or len(name) > NAMESPACE_CHARS:
+        raise BadRequestError(
+            f"namespace: the directory's name is not one; give a namespace of at most "
+            f"{NAMESPACE_CHARS} characters"
+        )
+    return name

@@ -1,27 +1,53 @@
 """Wire schemas of the memory service (``sophia.memory.<endpoint>``).
 
+Every request field carries its limit from :mod:`bus.limits`, so msgspec enforces it when a
+request is decoded and the published JSON Schema states exactly that; the engine checks only
+what a schema cannot say (byte sizes, what redaction leaves, paths on its machine).
+
 Evolution rules (msgspec's): new fields get defaults, a field never changes type,
 no ``forbid_unknown_fields``, so old readers accept new messages.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
+from bus.limits import (
+    NAMESPACE_CHARS,
+    PATH_CHARS,
+    QUERY_CHARS,
+    TAGS,
+    Ident,
+    K,
+    Model,
+    Namespace,
+    OptionalText,
+    Path,
+    Query,
+    SessionId,
+    Text,
+    text,
+)
+
 Kind = Literal["code", "decision", "solution", "error", "session", "doc"]
-KINDS: tuple[str, ...] = ("code", "decision", "solution", "error", "session", "doc")
+KINDS: tuple[str, ...] = get_args(Kind)
 Tier = Literal["l1", "l2", "l3", "l4", "hybrid"]
 
-MAX_K = 100
-Namespace = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+#: a namespace that may be left empty ("every namespace", "the directory's name"), else not blank
+OptionalNamespace = Annotated[str, msgspec.Meta(max_length=NAMESPACE_CHARS, pattern=r"^$|\S")]
+#: a filter value: matched exactly against stored metadata, so blank only matches nothing
+FilterPath = Annotated[str, text(PATH_CHARS, blank=True)]
+FilterText = Annotated[str, text(QUERY_CHARS, blank=True)]
+Threshold = Annotated[float, msgspec.Meta(gt=0, le=1)]
+TtlSeconds = Annotated[float, msgspec.Meta(gt=0, le=365 * 86_400)]  # at most a year
 
 
 class StoreRequest(msgspec.Struct, kw_only=True):
     """One item to remember: redacted, deduplicated, then placed in the tiers."""
 
-    text: str
+    text: Text
     namespace: Namespace = "default"
     kind: Kind = "doc"
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -39,9 +65,11 @@ class StoreResult(msgspec.Struct, kw_only=True):
 class SearchFilters(msgspec.Struct, kw_only=True):
     """Metadata filters; every one that is set must match."""
 
-    path: str | None = None  # exact path, or a prefix when it ends with "/"
-    language: str | None = None
-    tags: list[str] = msgspec.field(default_factory=list)  # any of them
+    path: FilterPath | None = None  # exact path, or a prefix when it ends with "/"
+    language: FilterText | None = None
+    tags: Annotated[list[FilterText], msgspec.Meta(max_length=TAGS)] = msgspec.field(
+        default_factory=list
+    )  # any of them
     since: float | None = None  # unix seconds, created at or after
     until: float | None = None  # unix seconds, created before
 
@@ -49,10 +77,12 @@ class SearchFilters(msgspec.Struct, kw_only=True):
 class SearchRequest(msgspec.Struct, kw_only=True):
     """A natural-language or keyword query over one namespace."""
 
-    query: str
+    query: Query
     namespace: Namespace = "default"
-    kinds: list[Kind] = msgspec.field(default_factory=list)  # empty: every kind
-    k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
+    kinds: Annotated[list[Kind], msgspec.Meta(max_length=len(KINDS))] = msgspec.field(
+        default_factory=list
+    )  # empty: every kind
+    k: K = 10
     filters: SearchFilters = msgspec.field(default_factory=SearchFilters)
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
 
@@ -70,11 +100,14 @@ class Hit(msgspec.Struct, kw_only=True):
 
 
 class SearchResult(msgspec.Struct, kw_only=True):
+    """Hits best first; ``truncated`` when more matched than one reply can carry."""
+
     hits: list[Hit] = msgspec.field(default_factory=list)
+    truncated: bool = False
 
 
 class GetRequest(msgspec.Struct, kw_only=True):
-    id: str
+    id: Ident
 
 
 class Item(msgspec.Struct, kw_only=True):
@@ -91,7 +124,7 @@ class Item(msgspec.Struct, kw_only=True):
 
 
 class DeleteRequest(msgspec.Struct, kw_only=True):
-    id: str
+    id: Ident
 
 
 class DeleteResult(msgspec.Struct, kw_only=True):
@@ -102,8 +135,8 @@ class DeleteResult(msgspec.Struct, kw_only=True):
 class IndexRequest(msgspec.Struct, kw_only=True):
     """Index a repository on the memory agent's machine; the namespace defaults to its name."""
 
-    path: str
-    namespace: str = ""
+    path: Path
+    namespace: OptionalNamespace = ""
     progress_subject: str = ""  # an inbox of the caller's: IndexProgress after each file
 
 
@@ -116,8 +149,9 @@ class IndexResult(msgspec.Struct, kw_only=True):
     seconds: float
 
 
-class IndexProgress(msgspec.Struct, kw_only=True):
-    """Progress of one index run (published as an event while it runs)."""
+class IndexProgress(msgspec.Struct, kw_only=True, tag_field="type", tag="index"):
+    """Progress of one index run, published to the request's ``progress_subject`` after each
+    file (one member of the progress union, :data:`bus.schemas.progress.Progress`)."""
 
     namespace: str
     done: int
@@ -126,7 +160,7 @@ class IndexProgress(msgspec.Struct, kw_only=True):
 
 
 class StatsRequest(msgspec.Struct, kw_only=True):
-    namespace: str = ""  # empty: every namespace
+    namespace: OptionalNamespace = ""  # empty: every namespace
 
 
 class TierStats(msgspec.Struct, kw_only=True):
@@ -152,9 +186,9 @@ class Stats(msgspec.Struct, kw_only=True):
 class SessionSaveRequest(msgspec.Struct, kw_only=True):
     """The context an editor session had, to restore in the next one."""
 
-    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    session_id: SessionId
     namespace: Namespace = "default"
-    summary: str = ""
+    summary: OptionalText = ""
     context: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -165,7 +199,7 @@ class SessionSaveResult(msgspec.Struct, kw_only=True):
 
 
 class SessionLoadRequest(msgspec.Struct, kw_only=True):
-    session_id: str
+    session_id: SessionId
     namespace: Namespace = "default"
 
 
@@ -182,9 +216,9 @@ class Session(msgspec.Struct, kw_only=True):
 class CacheLookupRequest(msgspec.Struct, kw_only=True):
     """Look up a model call: exact prompt first, then by meaning above ``threshold``."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    prompt: str
-    threshold: float | None = None  # None: the configured default
+    model: Model
+    prompt: Text
+    threshold: Threshold | None = None  # None: the configured default
 
 
 class CacheLookupResult(msgspec.Struct, kw_only=True):
@@ -195,10 +229,10 @@ class CacheLookupResult(msgspec.Struct, kw_only=True):
 
 
 class CachePutRequest(msgspec.Struct, kw_only=True):
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    prompt: str
-    response: str
-    ttl_s: float | None = None  # None: the configured default
+    model: Model
+    prompt: Text
+    response: OptionalText
+    ttl_s: TtlSeconds | None = None  # None: the configured default
 
 
 class CachePutResult(msgspec.Struct, kw_only=True):

@@ -1,13 +1,15 @@
-"""The four tier interfaces and the records that cross them.
+"""The tier interfaces and the records that cross them.
 
-Each tier has one small Protocol and two real backends (a server one and an embedded
-one), picked by configuration in :mod:`memory.tiers.select`.
+Each tier has two real backends (a server one and an embedded one), picked by configuration
+in :mod:`memory.tiers.select`. L1, L2 and L4 are one small Protocol each; L3 does four jobs
+(records and their keyword index, sessions, the model-call cache, file hashes, plus a little
+meta), so it is one Protocol per job and :class:`FactTier` is their union.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -88,13 +90,18 @@ class VectorPoint:
     payload: dict[str, Any]
 
 
-class HotTier(Protocol):
-    """L1: small values with a time to live (Redis or an in-process LRU)."""
+class Backend(Protocol):
+    """What every tier backend has: a name (shown in stats), and open/close."""
 
     name: str
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+
+
+class HotTier(Backend, Protocol):
+    """L1: small values with a time to live (Redis or an in-process LRU)."""
+
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
     async def delete(self, key: str) -> None: ...
@@ -103,13 +110,9 @@ class HotTier(Protocol):
     async def count(self) -> int: ...
 
 
-class VectorTier(Protocol):
+class VectorTier(Backend, Protocol):
     """L2: unit vectors with a filterable payload, one collection per vector space."""
 
-    name: str
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
     async def upsert(self, points: list[VectorPoint]) -> None: ...
     async def delete(self, ids: list[str]) -> None: ...
     async def search(self, vector: np.ndarray, query: Query, k: int) -> list[tuple[str, float]]: ...
@@ -120,44 +123,91 @@ class VectorTier(Protocol):
     async def optimize(self) -> None: ...
 
 
-class FactTier(Protocol):
-    """L3: records, keyword index, file hashes, sessions, cache entries, meta."""
+# ---- L3, one protocol per job: a new backend can be written (and tested) a piece at a time ----
 
-    name: str
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def insert_many(self, records: list[Record]) -> list[bool]: ...
+@runtime_checkable
+class RecordStore(Protocol):
+    """L3's records and their keyword index: the source of truth for every other tier."""
+
+    async def insert_many(self, records: list[Record]) -> list[bool]:
+        """Insert the records that are new; per record, whether it was (a twin was not)."""
+        ...
+
     async def get_many(self, ids: list[str]) -> dict[str, Record]: ...
     async def delete(self, ids: list[str]) -> int: ...
     async def keyword_search(
         self, terms: list[str], query: Query, k: int
-    ) -> list[tuple[str, float]]: ...
-    async def scan(self, after: str, limit: int) -> list[Record]: ...
-    async def relabel(self, model: str) -> None: ...
-    async def counts(self, namespace: str) -> dict[tuple[str, str], int]: ...
+    ) -> list[tuple[str, float]]:
+        """The best ``k`` (id, score) pairs for ``terms``, ranking a bounded number of
+        documents (see :func:`affordable_terms`)."""
+        ...
+
+    async def scan(self, after: str, limit: int) -> list[Record]:
+        """Up to ``limit`` records with ids after ``after``, in id order."""
+        ...
+
+    async def relabel(self, model: str) -> None:
+        """Mark every embedded record as embedded by ``model`` (after a re-embed)."""
+        ...
+
+    async def counts(self, namespace: str) -> dict[tuple[str, str], int]:
+        """Records per (namespace, kind); every namespace when ``namespace`` is empty."""
+        ...
+
+
+@runtime_checkable
+class MetaStore(Protocol):
+    """L3's small key/value table of the engine's own facts (which model fills a space)."""
+
     async def meta_get(self, key: str) -> str | None: ...
     async def meta_set(self, key: str, value: str) -> None: ...
-    async def file_hashes(self, namespace: str) -> dict[str, str]: ...
-    async def set_file(self, namespace: str, path: str, content_hash: str) -> None: ...
-    async def drop_file(self, namespace: str, path: str) -> list[str]: ...
-    async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int: ...
-    async def session_get(
-        self, namespace: str, session_id: str
-    ) -> tuple[str, int, float] | None: ...
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """The latest saved context of each editor session, with a version counter."""
+
+    async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
+        """Save ``body`` as the session's latest; returns its version (1, 2, …)."""
+        ...
+
+    async def session_get(self, namespace: str, session_id: str) -> tuple[str, int, float] | None:
+        """(body, version, saved at) of the latest save, or None."""
+        ...
+
+
+@runtime_checkable
+class CacheStore(Protocol):
+    """Model responses of the model-call cache, each with an expiry."""
+
     async def cache_put(
         self, entry_id: str, model: str, response: str, expires_at: float
     ) -> None: ...
-    async def cache_get(self, entry_id: str, now: float) -> str | None: ...
+    async def cache_get(self, entry_id: str, now: float) -> str | None:
+        """The response, unless it expired by ``now``."""
+        ...
 
 
-class ArchiveTier(Protocol):
+@runtime_checkable
+class FileHashStore(Protocol):
+    """The content hash of every indexed file, so a re-index redoes only changed files."""
+
+    async def file_hashes(self, namespace: str) -> dict[str, str]: ...
+    async def set_file(self, namespace: str, path: str, content_hash: str) -> None: ...
+    async def drop_file(self, namespace: str, path: str) -> list[str]:
+        """Forget a file and delete its code records in one transaction; returns their ids."""
+        ...
+
+
+class FactTier(Backend, RecordStore, MetaStore, SessionStore, CacheStore, FileHashStore, Protocol):
+    """L3 as a whole (PostgreSQL or SQLite), as :func:`memory.tiers.select.select` returns it;
+    each consumer is typed against the one job it uses."""
+
+
+class ArchiveTier(Backend, Protocol):
     """L4: immutable bodies by key (S3 or a local directory)."""
 
-    name: str
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
     async def put(self, key: str, data: bytes) -> None: ...
     async def get(self, key: str) -> bytes | None: ...
     async def delete(self, key: str) -> None: ...

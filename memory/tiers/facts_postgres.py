@@ -156,6 +156,8 @@ class PostgresFactTier:
             pool, self._pool = self._pool, None
             await pool.close()
 
+    # ---- RecordStore: records and their keyword index -------------------------------------------
+
     async def insert_many(self, records: list[Record]) -> list[bool]:
         created: list[bool] = []
         async with self._p.acquire() as conn, conn.transaction():
@@ -233,6 +235,8 @@ class PostgresFactTier:
         rows = await self._p.fetch(sql + " GROUP BY 1, 2", *args)
         return {(row["namespace"], row["kind"]): row["n"] for row in rows}
 
+    # ---- MetaStore ------------------------------------------------------------------------------
+
     async def meta_get(self, key: str) -> str | None:
         return await self._p.fetchval("SELECT value FROM meta WHERE key = $1", key)
 
@@ -243,6 +247,8 @@ class PostgresFactTier:
             key,
             value,
         )
+
+    # ---- FileHashStore --------------------------------------------------------------------------
 
     async def file_hashes(self, namespace: str) -> dict[str, str]:
         rows = await self._p.fetch("SELECT path, hash FROM files WHERE namespace = $1", namespace)
@@ -270,6 +276,8 @@ class PostgresFactTier:
             )
         return [row["id"] for row in rows]
 
+    # ---- SessionStore ---------------------------------------------------------------------------
+
     async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
         return await self._p.fetchval(
             "INSERT INTO sessions(namespace, session_id, version, saved_at, body) "
@@ -289,6 +297,8 @@ class PostgresFactTier:
             session_id,
         )
         return None if row is None else (row["body"], row["version"], row["saved_at"])
+
+    # ---- CacheStore -----------------------------------------------------------------------------
 
     async def cache_put(self, entry_id: str, model: str, response: str, expires_at: float) -> None:
         await self._p.execute(

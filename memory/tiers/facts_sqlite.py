@@ -186,6 +186,8 @@ class SqliteFactTier:
             db, self._db = self._db, None
             await anyio.to_thread.run_sync(db.close, limiter=self._lock)
 
+    # ---- RecordStore: records and their keyword index -------------------------------------------
+
     async def insert_many(self, records: list[Record]) -> list[bool]:
         return await self._call(self._insert_many, records)
 
@@ -265,6 +267,8 @@ class SqliteFactTier:
         rows = await self._call(lambda: self._c.execute(sql + " GROUP BY 1, 2", args).fetchall())
         return {(row[0], row[1]): row[2] for row in rows}
 
+    # ---- MetaStore ------------------------------------------------------------------------------
+
     async def meta_get(self, key: str) -> str | None:
         row = await self._call(
             lambda: self._c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -274,6 +278,8 @@ class SqliteFactTier:
     async def meta_set(self, key: str, value: str) -> None:
         sql = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?"
         await self._call(lambda: self._c.execute(sql, (key, value, value)))
+
+    # ---- FileHashStore --------------------------------------------------------------------------
 
     async def file_hashes(self, namespace: str) -> dict[str, str]:
         sql = "SELECT path, hash FROM files WHERE namespace = ?"
@@ -304,6 +310,8 @@ class SqliteFactTier:
             self._c.execute("DELETE FROM files WHERE namespace = ? AND path = ?", args)
         return ids
 
+    # ---- SessionStore ---------------------------------------------------------------------------
+
     async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
         sql = (
             "INSERT INTO sessions(namespace, session_id, version, saved_at, body) "
@@ -320,6 +328,8 @@ class SqliteFactTier:
         sql = "SELECT body, version, saved_at FROM sessions WHERE namespace = ? AND session_id = ?"
         row = await self._call(lambda: self._c.execute(sql, (namespace, session_id)).fetchone())
         return None if row is None else (row[0], int(row[1]), float(row[2]))
+
+    # ---- CacheStore -----------------------------------------------------------------------------
 
     async def cache_put(self, entry_id: str, model: str, response: str, expires_at: float) -> None:
         sql = (

@@ -14,10 +14,13 @@ import msgspec
 import pytest
 
 from agents.memory import MemoryAgent
-from bus import Bus, Settings
+from bus import Bus, Settings, codec
 from bus.errors import BadRequestError, NotFoundError, PayloadTooLargeError, UnavailableError
+from bus.limits import HEADER_ROOM, MAX_NESTING
 from bus.schemas import memory as s
 from bus.schemas.common import Empty, Health
+from bus.schemas.progress import Progress
+from memory.budget import HIT_METADATA_NESTING
 from tests.fixtures.nats_server import running
 
 pytestmark = pytest.mark.anyio
@@ -84,24 +87,32 @@ async def test_agent_indexes_with_progress_to_the_callers_inbox(
     sub = await bus.nc.subscribe(inbox)
     req = s.IndexRequest(path=str(repo), namespace="t", progress_subject=inbox)
     result = await bus.request("memory", "index", req, s.IndexResult, timeout=60)
-    events = []
+    events: list[Progress] = []
     with anyio.move_on_after(2):
         async for msg in sub.messages:
-            events.append(msgspec.json.decode(msg.data, type=s.IndexProgress))
+            events.append(msgspec.json.decode(msg.data, type=Progress))
             if len(events) == result.files:
                 break
     assert (result.files, result.chunks) == (2, 2)
-    assert [(e.done, e.total) for e in events] == [(1, 2), (2, 2)]
+    assert all(isinstance(e, s.IndexProgress) for e in events)  # tagged "index" in the union
+    assert [(e.done, e.total) for e in events] == [(1, 2), (2, 2)]  # type: ignore[union-attr]
 
 
 BAD_REQUESTS = [
-    ("store", b'{"text": ""}', "text:"),
-    ("store", b'{"text": 42}', "text"),
-    ("store", b'{"text": "x", "kind": "recipe"}', "kind"),
-    ("store", b'{"text": "' + b"x" * 600_000 + b'"}', "text:"),
-    ("search", b'{"query": "x", "k": 0}', "k"),
-    ("search", b'{"query": "x", "k": 101}', "k"),
+    ("store", b'{"text": ""}', "`$.text`"),
+    ("store", b'{"text": 42}', "`$.text`"),
+    ("store", b'{"text": "x", "kind": "recipe"}', "`$.kind`"),
+    ("store", b'{"text": "' + b"x" * 600_000 + b'"}', "`$.text`"),
+    ("search", b'{"query": "x", "k": 0}', "`$.k`"),
+    ("search", b'{"query": "x", "k": 101}', "`$.k`"),
+    ("search", b'{"query": ""}', "`$.query`"),
+    ("get", b'{"id": "' + b"i" * 65 + b'"}', "`$.id`"),
+    ("session.save", b'{"session_id": ""}', "`$.session_id`"),
     ("index", b'{"path": "/x", "progress_subject": "sophia.memory.store"}', "progress_subject:"),
+    ("index", b'{"path": "/x", "progress_subject": "_INBOX.*"}', "progress_subject:"),
+    ("index", b'{"path": "/tmp/a\\u0000b"}', "path:"),
+    ("index", b'{"path": "/tmp/' + b"c" * 256 + b'"}', "path:"),
+    ("index", b'{"path": "/' + b"p" * 4096 + b'"}', "`$.path`"),
 ]
 
 
@@ -115,7 +126,14 @@ BAD_REQUESTS = [
         "text-too-long",
         "k-zero",
         "k-too-big",
+        "empty-query",
+        "id-too-long",
+        "empty-session-id",
         "progress-subject",
+        "progress-wildcard",
+        "path-nul",
+        "path-component-too-long",
+        "path-too-long",
     ],
 )
 async def test_agent_answers_bad_input_with_400_naming_the_field_and_keeps_serving(
@@ -143,6 +161,85 @@ async def test_agent_answers_unknown_id_with_404(agent: MemoryAgent, bus: Bus) -
         await bus.request("memory", "get", s.GetRequest(id="nope"), s.Item)
     with pytest.raises(BadRequestError):
         await bus.request("memory", "get", s.GetRequest(id=""), s.Item)
+
+
+async def test_search_over_more_than_one_reply_holds_answers_the_best_that_fit(
+    agent: MemoryAgent, bus: Bus
+) -> None:
+    for i in range(60):
+        text = f"note {i}: how the uploader retries with backoff. " + "retry " * 5_000
+        await bus.request("memory", "store", s.StoreRequest(text=text), s.StoreResult, timeout=30)
+    request = s.SearchRequest(query="uploader retries with backoff", k=100)
+    subject = bus.subjects.endpoint("memory", "search")
+    with anyio.fail_after(10):
+        reply = await bus.request_raw(subject, codec.encode(request))
+    result = codec.decode(reply.data, s.SearchResult)
+    assert 10 < len(result.hits) < 60
+    assert result.truncated
+    assert len(reply.data) <= bus.nc.max_payload - HEADER_ROOM
+
+
+def _nested(levels: int) -> dict[str, object]:
+    value: object = ["bottom"]
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value  # type: ignore[return-value]
+
+
+async def test_metadata_nested_to_the_limit_round_trips_over_the_bus(
+    agent: MemoryAgent, bus: Bus
+) -> None:
+    metadata = _nested(HIT_METADATA_NESTING)
+    store = s.StoreRequest(text="nested metadata survives the trip", metadata=metadata)
+    stored = await bus.request("memory", "store", store, s.StoreResult)
+    item = await bus.request("memory", "get", s.GetRequest(id=stored.id), s.Item)
+    found = await bus.request(
+        "memory", "search", s.SearchRequest(query="nested metadata survives"), s.SearchResult
+    )
+    deleted = await bus.request("memory", "delete", s.DeleteRequest(id=stored.id), s.DeleteResult)
+    assert item.metadata == metadata
+    assert [h.metadata for h in found.hits] == [metadata]
+    assert deleted.deleted
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [HIT_METADATA_NESTING + 1, MAX_NESTING],
+    ids=["deeper-than-a-hit-carries", "deeper-than-the-codec-takes"],
+)
+async def test_metadata_nested_deeper_is_a_400_naming_metadata(
+    agent: MemoryAgent, bus: Bus, levels: int
+) -> None:
+    body = msgspec.json.encode({"text": "too deep", "metadata": _nested(levels)})
+    reply = await bus.request_raw(bus.subjects.endpoint("memory", "store"), body)
+    assert reply.headers["Nats-Service-Error-Code"] == "400"
+    assert "metadata" in reply.headers["Nats-Service-Error"]
+
+
+CANARY = "s3cr3t-canary-value"
+ECHOES = [
+    ("get", s.GetRequest(id=CANARY)),
+    ("delete", s.DeleteRequest(id=CANARY * 4)),
+    ("index", s.IndexRequest(path=f"/nowhere/{CANARY}")),
+    ("index", s.IndexRequest(path=f"/nowhere/{CANARY}\0")),
+    ("store", s.StoreRequest(text="x", kind=CANARY)),  # type: ignore[arg-type]
+    ("search", s.SearchRequest(query="x", mode=CANARY)),  # type: ignore[arg-type]
+    ("session.load", s.SessionLoadRequest(session_id="c", namespace=CANARY * 10)),
+]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "request_"),
+    ECHOES,
+    ids=["get", "delete", "index", "index-nul", "store-kind", "search-mode", "namespace"],
+)
+async def test_error_text_never_echoes_the_request(
+    agent: MemoryAgent, bus: Bus, endpoint: str, request_: msgspec.Struct
+) -> None:
+    reply = await bus.request_raw(bus.subjects.endpoint("memory", endpoint), codec.encode(request_))
+    assert reply.headers["Nats-Service-Error-Code"] in {"400", "404"}
+    assert CANARY not in reply.headers["Nats-Service-Error"]
+    assert CANARY.encode() not in reply.data
 
 
 def _spawn(settings: Settings) -> subprocess.Popen[bytes]:

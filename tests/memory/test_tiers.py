@@ -1,0 +1,97 @@
+"""L3 is split by job: both backends do every job, each consumer asks for the one it uses, and
+a backend of one job alone is enough for that consumer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import pytest
+
+from bus.schemas import memory as s
+from memory.budget import ReplyBudget
+from memory.cache import SemanticCache
+from memory.indexer import Indexer
+from memory.router import Router
+from memory.sessions import Sessions
+from memory.tiers.archive_local import LocalArchiveTier
+from memory.tiers.base import CacheStore, FileHashStore, MetaStore, RecordStore, SessionStore
+from memory.tiers.facts_postgres import PostgresFactTier
+from memory.tiers.facts_sqlite import SqliteFactTier
+from memory.tiers.hot_lru import LruHotTier
+
+pytestmark = pytest.mark.anyio
+
+JOBS = [RecordStore, MetaStore, SessionStore, CacheStore, FileHashStore]
+
+
+@pytest.mark.parametrize("job", JOBS, ids=[j.__name__ for j in JOBS])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_fact_backend_does_every_job(backend: str, job: type, tmp_path: Path) -> None:
+    tier = (
+        SqliteFactTier(tmp_path / "facts.sqlite3")
+        if backend == "sqlite"
+        else PostgresFactTier("postgresql://nowhere/none")  # not opened: nothing connects
+    )
+    assert isinstance(tier, job)
+
+
+@pytest.mark.parametrize(
+    ("consumer", "job"),
+    [
+        (Router.__init__, RecordStore),
+        (Indexer.__init__, FileHashStore),
+        (SemanticCache.__init__, CacheStore),
+    ],
+    ids=["router", "indexer", "cache"],
+)
+def test_each_consumer_asks_only_for_the_job_it_uses(consumer: Any, job: type) -> None:
+    assert get_type_hints(consumer)["facts"] is job
+
+
+def test_sessions_ask_only_for_a_session_store() -> None:
+    assert get_type_hints(Sessions.__init__)["store"] is SessionStore
+
+
+class DictSessions:
+    """A whole SessionStore backend in a few lines: where a new backend starts."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[str, int, float]] = {}
+
+    async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
+        version = self.rows.get((namespace, session_id), ("", 0, 0.0))[1] + 1
+        self.rows[(namespace, session_id)] = (body, version, at)
+        return version
+
+    async def session_get(self, namespace: str, session_id: str) -> tuple[str, int, float] | None:
+        return self.rows.get((namespace, session_id))
+
+
+async def test_sessions_work_over_a_backend_of_that_one_job(tmp_path: Path) -> None:
+    store = DictSessions()
+    archive = LocalArchiveTier(tmp_path / "l4")
+    await archive.open()
+    sessions = Sessions(
+        store=store,
+        hot=LruHotTier(),
+        archive=archive,
+        budget=ReplyBudget(),
+        ttl_s=60.0,
+        max_text_bytes=1000,
+    )
+    await sessions.save(s.SessionSaveRequest(session_id="c", summary="one", context={"n": 1}))
+    saved = await sessions.save(s.SessionSaveRequest(session_id="c", summary="two"))
+    cold = Sessions(
+        store=store,
+        hot=LruHotTier(),
+        archive=archive,
+        budget=ReplyBudget(),
+        ttl_s=60.0,
+        max_text_bytes=1000,
+    )
+    loaded = await cold.load(s.SessionLoadRequest(session_id="c"))
+    assert isinstance(store, SessionStore)
+    assert saved.version == 2
+    assert (loaded.summary, loaded.context, loaded.version) == ("two", {}, 2)
+    assert await archive.count() == 1  # version 1, replaced
