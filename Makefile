@@ -6,11 +6,17 @@ up:
 	@scripts/bootstrap run
 	.venv/bin/sophia up
 
+# The whole suite, then the bus and edge suites again on the lowest nats-py and mcp releases
+# pyproject.toml allows (installed in .venv/lower by the bootstrap).
 test:
 	@scripts/bootstrap test
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
 	@.venv/bin/python -m pytest -q -p no:cacheprovider; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	echo "lowest allowed releases: $$(cat .venv/lower/.pins)"; \
+	PYTHONPATH=.venv/lower .venv/bin/python -m pytest -q -p no:cacheprovider tests/bus tests/edge; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$rc
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -25,6 +25,7 @@ from importlib.metadata import version as package_version
 from typing import Any, ClassVar
 
 import anyio
+import nats.errors
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -259,12 +260,12 @@ class Agent:
     async def _drain_work(self) -> None:
         """Stop taking work, then wait (at most the grace period) for in-flight handlers."""
         for sub in self._srv_subs:
-            await sub.unsubscribe()
+            await _quietly(sub.unsubscribe())
         self._srv_subs.clear()
         if self._consumer is not None:
             self._consumer.stop()
         for sub in self._subs:
-            await sub.drain()
+            await _quietly(sub.drain())
         self._subs.clear()
         with anyio.move_on_after(self.settings.drain_grace_s):
             await self._requests.wait_idle()
@@ -281,7 +282,7 @@ class Agent:
             await self.teardown()
         if self._consumer is not None:
             with anyio.move_on_after(2):
-                await self._consumer.close()
+                await _quietly(self._consumer.close())
         await connection.close(nc, self.link, self.settings.drain_grace_s + 2)
         tracing.shutdown()
         log.info("agent_stopped", extra={"agent": self.name, "id": self.id})
@@ -316,3 +317,11 @@ class Agent:
             errors=errors,
             details=await self.health_details(),
         )
+
+
+async def _quietly(step: Awaitable[None]) -> None:
+    """Run one shutdown step; a connection that is already gone has nothing left to undo."""
+    try:
+        await step
+    except nats.errors.Error:
+        pass

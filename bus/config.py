@@ -28,8 +28,9 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 ENV_PREFIX = "SOPHIA_"
 
-#: a positive number of seconds, a count of at least one: the usual settings' shapes
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
+#: a positive, finite number of seconds (at most a week), a count of at least one: the usual
+#: settings' shapes
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
 
 

@@ -15,13 +15,15 @@ from functools import lru_cache
 
 from starlette.authentication import BaseUser
 
-_SCOPE = re.compile(r"\*|[A-Za-z0-9_-]+(:(\*|[A-Za-z0-9_-]+))?")
+from bus.subjects import is_token
+
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,128}")
 
 
 def check_scope(scope: str) -> str:
     """Return ``scope`` when it is well formed. Raises ValueError saying what is allowed."""
-    if not _SCOPE.fullmatch(scope):
+    service, sep, what = scope.partition(":")
+    if scope != "*" and not (is_token(service) and (not sep or what == "*" or is_token(what))):
         raise ValueError("scope: must be '*', SERVICE, SERVICE:*, SERVICE:read or SERVICE:ENDPOINT")
     return scope
 

@@ -1,11 +1,18 @@
-"""Edge settings (``SOPHIA_EDGE_*``), validated on construction.
+"""Edge settings (``SOPHIA_EDGE_*``), their bounds declared on the fields (see bus.config).
 
 The bind address itself is the core ``SOPHIA_EDGE_BIND`` (:class:`bus.config.Settings`).
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+from bus.config import Count
+
+#: a number of seconds the edge waits or polls: more than 0, at most an hour
+Interval = Annotated[float, msgspec.Meta(gt=0, le=3600)]
 
 
 def split_list(value: str) -> list[str]:
@@ -17,30 +24,22 @@ class EdgeSettings(msgspec.Struct, kw_only=True, frozen=True):
     """What the edge allows and how it finds tools."""
 
     edge_cors_origins: str = ""  # comma-separated origins; empty: no CORS, Origin refused
-    edge_max_body_bytes: int = 1_048_576
-    edge_rate_per_s: float = 20.0  # per token, per replica
-    edge_rate_burst: int = 40
-    edge_call_timeout_s: float = 60.0
-    edge_discovery_s: float = 2.0  # how often $SRV.INFO is polled
-    edge_discovery_window_s: float = 0.25  # how long replies are gathered per poll
-    edge_tools: str = "*"  # comma-separated tool-name patterns every client is limited to
-    edge_max_streams: int = 1000  # open MCP event streams per replica
-    edge_keepalive_s: float = 15.0
+    edge_max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1_048_576)] = 1_048_576
+    edge_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # per token, per replica
+    edge_rate_burst: Count = 40
+    edge_call_timeout_s: Interval = 60.0
+    edge_discovery_s: Interval = 2.0  # how often $SRV.INFO is polled
+    edge_discovery_window_s: Interval = 0.25  # how long replies are gathered per poll
+    edge_tools: Annotated[
+        str,
+        msgspec.Meta(pattern=r"[^,\s]", description="must name at least one pattern ('*' for all)"),
+    ] = "*"  # comma-separated tool-name patterns every MCP client is limited to
+    edge_max_streams: Count = 1000  # open MCP event streams per replica
+    edge_keepalive_s: Interval = 15.0
 
     def __post_init__(self) -> None:
-        if not 1024 <= self.edge_max_body_bytes <= 64 * 1_048_576:
-            raise ValueError("edge_max_body_bytes: must be from 1024 to 67108864")
-        if self.edge_rate_per_s <= 0 or self.edge_rate_burst < 1:
-            raise ValueError("edge_rate_per_s: must be > 0, with edge_rate_burst at least 1")
-        for name in ("edge_call_timeout_s", "edge_discovery_s", "edge_keepalive_s"):
-            if not 0 < getattr(self, name) <= 3600:
-                raise ValueError(f"{name}: must be a number of seconds from 0 to 3600")
-        if not 0 < self.edge_discovery_window_s < self.edge_discovery_s:
-            raise ValueError("edge_discovery_window_s: must be > 0 and below edge_discovery_s")
-        if self.edge_max_streams < 1:
-            raise ValueError("edge_max_streams: must be a whole number of at least 1")
-        if not split_list(self.edge_tools):
-            raise ValueError("edge_tools: must name at least one pattern ('*' for all)")
+        if not self.edge_discovery_window_s < self.edge_discovery_s:
+            raise ValueError("edge_discovery_window_s: must be below edge_discovery_s")
 
     @property
     def cors_origins(self) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -25,12 +24,12 @@ from nats.js.kv import KeyValue
 from bus.errors import BadRequestError, ConflictError, NotFoundError
 from bus.records import watching
 from bus.schemas.edge import TOKEN_KEY_PREFIX, TokenRecord
+from bus.subjects import is_token
 from edge.access import Principal, check_pattern, check_scope
 
 log = logging.getLogger("sophia.edge")
 
 TOKEN_PREFIX = "sph_"
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _decoder = msgspec.json.Decoder(TokenRecord)
 LIST_TIMEOUT_S = 5.0
 
@@ -41,7 +40,7 @@ def digest(token: str) -> str:
 
 def check_name(name: str) -> str:
     """Return ``name`` when it can name a token. Raises BadRequestError."""
-    if not _NAME.fullmatch(name):
+    if len(name) > 64 or not is_token(name):
         raise BadRequestError("token name: 1 to 64 letters, digits, '_' or '-'")
     return name
 

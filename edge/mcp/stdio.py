@@ -24,9 +24,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import anyio
-import mcp_types as types
 from mcp import stdio_server
-from pydantic import ValidationError
 
 from edge.mcp import jsonrpc
 from edge.mcp.jsonrpc import RpcError
@@ -66,19 +64,12 @@ class MessageLines:
             if not line.strip():
                 continue
             try:
-                types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-            except ValidationError:
-                await self._refuse(line)
+                jsonrpc.decode(line)  # the envelope only, with msgspec: the SDK parses the rest
+            except RpcError as exc:
+                error = jsonrpc.error(exc.request_id, exc.code, exc.message)
+                await self._writer.write(error.decode() + "\n")
                 continue
             yield line
-
-    async def _refuse(self, line: str) -> None:
-        try:
-            jsonrpc.decode(line)
-            error = jsonrpc.error(None, types.INVALID_REQUEST, "invalid request")
-        except RpcError as exc:
-            error = jsonrpc.error(exc.request_id, exc.code, exc.message)
-        await self._writer.write(error.decode() + "\n")
 
 
 @asynccontextmanager

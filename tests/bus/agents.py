@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anyio
 import msgspec
 
@@ -23,6 +25,10 @@ class EchoRequest(msgspec.Struct, kw_only=True):
 
 class EchoReply(msgspec.Struct, kw_only=True):
     text: str
+
+
+class PickRequest(msgspec.Struct, kw_only=True):
+    colour: Literal["red", "green"]
 
 
 class HeaderRequest(msgspec.Struct, kw_only=True):
@@ -61,6 +67,11 @@ class EchoAgent(Agent, name="echo"):
         """The value of one header of this very request ('' when it has none)."""
         await anyio.sleep(req.wait_s)
         return HeaderReply(value=message_headers().get(req.name, ""))
+
+    @endpoint
+    async def pick(self, req: PickRequest) -> EchoReply:
+        """Echo a colour (one of a fixed set)."""
+        return EchoReply(text=req.colour)
 
     @endpoint
     async def crash(self, req: EchoRequest) -> EchoReply:

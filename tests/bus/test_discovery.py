@@ -66,7 +66,7 @@ async def test_srv_info_publishes_endpoint_schemas_docs_and_visibility(
 ) -> None:
     [info] = await gather(bus, "$SRV.INFO.echo")
     endpoints = {e["name"]: e for e in info["endpoints"]}
-    assert set(endpoints) == {"say", "lookup_one", "header", "crash", "health"}
+    assert set(endpoints) == {"say", "lookup_one", "header", "pick", "crash", "health"}
     say = endpoints["say"]
     assert say["subject"] == f"{bus.settings.prefix}.echo.say"
     assert say["queue_group"] == "echo"

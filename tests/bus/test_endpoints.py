@@ -127,3 +127,35 @@ async def test_endpoint_stats_count_requests_and_errors(echo: EchoAgent, bus: Bu
     assert by_name["say"]["num_requests"] == 1
     assert by_name["crash"]["num_errors"] == 1
     assert by_name["crash"]["last_error"] == "internal error"
+
+
+@pytest.mark.parametrize("msgpack", [False, True], ids=["json", "msgpack"])
+@pytest.mark.parametrize("endpoint", ["health", "say"])
+async def test_nesting_deeper_than_the_limit_is_a_400_from_every_endpoint(
+    echo: EchoAgent, bus: Bus, endpoint: str, msgpack: bool
+) -> None:
+    # {"text": "a", "extra": [[[…"x"…]]]} written by hand: no encoder nests 10,000 deep
+    map2, one_item, x = b"\x82", b"\x91", b"\xa1x"
+    payload = (
+        map2 + msgspec.msgpack.encode("text") + msgspec.msgpack.encode("a")
+        + msgspec.msgpack.encode("extra") + one_item * 10_000 + x
+        if msgpack
+        else b'{"text": "a", "extra": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    )  # fmt: skip
+    headers = {"Content-Type": "application/msgpack"} if msgpack else None
+    msg = await bus.request_raw(bus.subjects.endpoint("echo", endpoint), payload, headers)
+    assert msg.headers is not None and msg.headers["Nats-Service-Error-Code"] == "400"
+    after = await bus.request("echo", "say", EchoRequest(text="ok"), EchoReply)
+    assert after.text == "ok"
+
+
+async def test_error_texts_and_stats_never_echo_the_request(echo: EchoAgent, bus: Bus) -> None:
+    secret = "sk-live-0123456789abcdefghij"
+    subject = bus.subjects.endpoint("echo", "pick")
+    msg = await bus.request_raw(subject, json.dumps({"colour": secret}).encode())
+    assert msg.headers is not None and msg.headers["Nats-Service-Error-Code"] == "400"
+    assert msg.headers["Nats-Service-Error"] == "Invalid enum value - at `$.colour`"
+    assert secret not in msg.data.decode()
+    stats = await bus.nc.request(f"$SRV.STATS.echo.{echo.id}", b"", timeout=5)
+    assert secret not in stats.data.decode()
+    assert "Invalid enum value - at `$.colour`" in stats.data.decode()  # the problem, not the value

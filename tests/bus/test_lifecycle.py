@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -19,6 +20,7 @@ from bus.topology import ensure_streams
 from ops.natsserver import NatsServer
 from tests.bus.agents import EchoAgent, EchoReply, EchoRequest, Job, Worker
 from tests.bus.test_work import consumer_state, dead_letters
+from tests.fixtures.nats_server import running
 from tests.polling import settle, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +36,8 @@ def spawn_worker(settings: Settings, done_file: Path) -> subprocess.Popen[bytes]
         "SOPHIA_WORK_MAX_INFLIGHT": "4",
         "SOPHIA_DRAIN_GRACE_S": "10",
         "DONE_FILE": str(done_file),
-        "PYTHONPATH": str(ROOT),
+        # what this run has first (the lowest allowed nats-py, in that run), then Sophia
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
     }
     return subprocess.Popen([sys.executable, "-m", "tests.bus.worker_main"], env=env, cwd=ROOT)
 
@@ -134,3 +137,32 @@ async def test_request_in_flight_fails_with_503_when_connection_drops(
     assert len(outcome) == 1 and outcome[0].code == 503
     await sub.unsubscribe()
     await nc.close()
+
+
+async def test_agent_reconnects_at_once_when_the_server_is_back_quickly(
+    own_server: NatsServer, settings: Settings
+) -> None:
+    own = msgspec.structs.replace(settings, nats_url=own_server.url, reconnect_max_s=10.0)
+    async with running(EchoAgent(own)) as agent:
+        own_server.stop()
+        await wait_for(lambda: not agent.link.connected)
+        own_server.start()
+        back = time.monotonic()
+        await wait_for(lambda: agent.link.connected, 30)
+        took = time.monotonic() - back
+    assert took < 2.0  # not the 10 s between attempts: the first tries come quickly
+
+
+async def test_a_connection_nats_py_gives_up_ends_the_agent(settings: Settings) -> None:
+    agent = EchoAgent(settings)
+
+    async def close_it() -> None:
+        await wait_for(lambda: agent.link.connected and agent._identity.endpoints)
+        await agent.nc.close()  # closed, not by the agent: as when reconnecting gives up
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close_it)
+            with pytest.raises(UnavailableError, match="could not be re-established"):
+                await agent.run()
+    assert agent.link.state == "closed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 
 import anyio
@@ -124,3 +125,19 @@ async def test_work_in_flight_never_exceeds_the_bound(settings: Settings, bus: B
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
     assert backoff(50) == 30.0
+
+
+async def test_work_item_too_large_for_a_whole_dead_letter_is_kept_truncated_not_stranded(
+    worker: Worker, bus: Bus
+) -> None:
+    size = bus.nc.max_payload - 512
+    junk = bytes(range(256)) * (size // 256)  # not JSON, not UTF-8: bad input, base64 grows it
+    await bus.js.publish(bus.subjects.work("worker"), junk, headers={"Nats-Msg-Id": "big"})
+    await wait_for(lambda: worker.dead_lettered_count() == 1, 30)
+    [letter] = await dead_letters(bus)
+    stream = await bus.js.stream_info(bus.subjects.work_stream)
+    assert letter.truncated and letter.payload_bytes == len(junk)
+    kept = base64.b64decode(letter.payload)
+    assert letter.encoding == "base64" and 0 < len(kept) < len(junk)
+    assert junk.startswith(kept)  # what is kept is the head
+    assert stream.state.messages == 0  # terminated: nothing stays behind in SOPHIA_WORK

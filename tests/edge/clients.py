@@ -82,7 +82,8 @@ def stdio_parameters(
         "SOPHIA_LOG_LEVEL": "warning",
         "SOPHIA_EDGE_DISCOVERY_S": str(edge_settings.edge_discovery_s),
         "SOPHIA_EDGE_DISCOVERY_WINDOW_S": str(edge_settings.edge_discovery_window_s),
-        "PYTHONPATH": os.getcwd(),
+        # what the test run has first (the lowest allowed releases, in that run), then Sophia
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), os.getcwd()])),
     }
     return StdioServerParameters(
         command=sys.executable, args=["-m", "ops.cli", "mcp", *args], env=env

@@ -117,3 +117,13 @@ async def test_audit_events_queued_at_shutdown_are_published(bus: Bus, audit: Su
     events = [event for _, event in await next_events(audit, 3)]
     assert [e.call_id for e in events] == ["c0", "c1", "c2"]
     assert (auditor.failed, auditor.dropped) == (0, 0)
+
+
+async def test_refused_calls_are_audited_without_the_path_the_caller_made_up(
+    http: httpx.AsyncClient, audit: Subscription
+) -> None:
+    secret = "sk-live-0123456789abcdefghij"
+    await http.post(f"/v1/{secret}/{secret}", json={})
+    [(raw, refused)] = await next_events(audit, 1)
+    assert (refused.code, refused.service, refused.endpoint) == (404, "", "")
+    assert secret.encode() not in raw

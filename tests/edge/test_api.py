@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
+from bus import Settings
+from edge.app import health
+from edge.config import EdgeSettings
+from edge.runtime import open_edge
 from tests.edge.conftest import RunningEdge
 
 pytestmark = pytest.mark.anyio
@@ -89,3 +94,16 @@ async def test_health_and_readiness(edge: RunningEdge) -> None:
     assert health.json() == {"status": "ok", "nats": "connected"}
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "nats": True, "services": ["echo"]}
+
+
+async def test_health_says_down_once_the_bus_connection_has_ended(
+    settings: Settings, edge_settings: EdgeSettings
+) -> None:
+    async with open_edge(settings, edge_settings) as edge:
+        before = health(edge)
+        await edge.bus.nc.close()  # as when nats-py gives reconnecting up
+        with anyio.fail_after(5):
+            await edge.lost.wait()
+        after = health(edge)
+    assert before == (200, {"status": "ok", "nats": "connected"})
+    assert after == (503, {"status": "down", "nats": "closed"})

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import stdio_client
 
 from bus import Settings
 from edge.config import EdgeSettings
+from ops.natsserver import NatsServer, free_port
 from tests.edge.agents import EchoAgent, ExtraAgent
 from tests.edge.clients import INITIALIZE, Notifications, stdio_parameters, stdio_session
+from tests.fixtures.nats_server import running
 
 pytestmark = pytest.mark.anyio
 
@@ -116,3 +122,53 @@ async def test_stdio_cancellation_stops_the_call_and_serving_goes_on(
     assert timer.cancelled_caught
     assert len(echo.cancelled) == 1
     assert after.structured_content == {"text": "next"}
+
+
+async def test_stdio_answers_at_once_without_nats_and_picks_tools_up_when_it_comes(
+    settings: Settings, edge_settings: EdgeSettings, tmp_path: Path
+) -> None:
+    port = free_port()
+    down = msgspec.structs.replace(settings, nats_url=f"nats://127.0.0.1:{port}")
+    params = stdio_parameters(down, edge_settings)
+    params.env = {**(params.env or {}), "SOPHIA_LOG_LEVEL": "info"}
+    errlog = tmp_path / "stderr.log"
+    notifications = Notifications()
+    with errlog.open("w") as stderr:
+        async with (
+            stdio_client(params, errlog=stderr) as (read, write),
+            ClientSession(read, write, message_handler=notifications) as session,
+        ):
+            with anyio.fail_after(5):
+                started = await session.initialize()
+                listed = await session.list_tools()
+            await anyio.sleep(5)  # the edge keeps trying meanwhile: quietly
+            server = NatsServer(store_dir=tmp_path / "js", port=port)
+            server.start()
+            try:
+                async with running(EchoAgent(msgspec.structs.replace(down, home=str(tmp_path)))):
+                    await notifications.wait_for("notifications/tools/list_changed", limit_s=30)
+                    later = {tool.name for tool in (await session.list_tools()).tools}
+                    result = await session.call_tool("echo_say", {"text": "back"})
+            finally:
+                server.stop()
+    assert started.instructions is not None and "sophia up" in started.instructions
+    assert listed.tools == []
+    assert "echo_say" in later
+    assert result.structured_content == {"text": "back"}
+    assert errlog.read_text().count("nats_unreachable") == 1  # one warning, not one per try
+
+
+async def test_stdio_clean_exit_logs_no_disconnect_warning(
+    settings: Settings, edge_settings: EdgeSettings, echo: EchoAgent, tmp_path: Path
+) -> None:
+    params = stdio_parameters(settings, edge_settings)
+    errlog = tmp_path / "stderr.log"
+    with errlog.open("w") as stderr:
+        async with (
+            stdio_client(params, errlog=stderr) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            await session.call_tool("echo_say", {"text": "x"})
+    assert "nats_disconnected" not in errlog.read_text()
+    assert "Traceback" not in errlog.read_text()

@@ -37,7 +37,9 @@ async def test_memory_tools_are_listed_by_name(memory_edge: RunningEdge, token: 
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert {"memory_store", "memory_search", "memory_get", "memory_session_save"} <= set(tools)
     assert "memory_delete" not in tools and "memory_cache_put" not in tools  # not public
-    assert tools["memory_search"].input_schema["properties"]["query"] == {"type": "string"}
+    query = tools["memory_search"].input_schema["properties"]["query"]
+    assert query == {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": "\\S"}
+    assert tools["memory_search"].input_schema["additionalProperties"] is False
     assert "progress_subject" not in tools["memory_index"].input_schema["properties"]
 
 
@@ -84,7 +86,7 @@ async def test_memory_items_are_resources(memory_edge: RunningEdge, token: str) 
         with pytest.raises(MCPError) as foreign:
             await session.read_resource("file:///etc/passwd")
     assert [t.uri_template for t in templates.resource_templates] == ["sophia://memory/items/{id}"]
-    assert (missing.value.error.code, missing.value.error.message) == (-32002, "id: no item nope")
+    assert (missing.value.error.code, missing.value.error.message) == (-32002, "id: no such item")
     assert foreign.value.error.code == -32002
     content = read.contents[0]
     assert isinstance(content, types.TextResourceContents)

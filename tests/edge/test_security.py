@@ -231,3 +231,40 @@ async def test_revoked_token_is_refused_at_once(
             while (await c.post("/v1/echo/say", json={"text": "a"})).status_code != 401:  # noqa: ASYNC110
                 await anyio.sleep(0.02)
     assert before.status_code == 200
+
+
+async def test_a_body_of_the_edge_limit_is_a_413_and_the_edge_stays_on_the_bus(
+    edge: RunningEdge, make_token: MakeToken
+) -> None:
+    token = await make_token("reader", scopes=["echo:say"])
+    limit = 1_048_576  # the edge's default body limit, and the bus's max_payload
+    body = b'{"text": "' + b"x" * (limit - 12) + b'"}'
+    assert len(body) == limit
+    async with httpx.AsyncClient(
+        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as c:
+        await token_accepted(c)
+        api = await c.post("/v1/echo/say", content=body)
+        mcp = await c.post("/mcp", content=body, headers=MCP_HEADERS)
+        fits = await c.post("/v1/echo/say", json={"text": "x" * (limit - 8192)})
+        health = await c.get("/healthz")
+        after = await c.post("/v1/echo/say", json={"text": "still"})
+    assert api.status_code == 413 and mcp.status_code == 413
+    assert api.json()["error"].startswith("body: over the limit of")
+    assert fits.status_code == 200  # under the limit, headers and all: the bus carries it
+    assert health.json() == {"status": "ok", "nats": "connected"}
+    assert after.json() == {"text": "still"}
+
+
+async def test_token_tool_limit_holds_on_every_transport(
+    edge: RunningEdge, make_token: MakeToken
+) -> None:
+    token = await make_token("sayer-only", tools=["echo_say"])
+    async with httpx.AsyncClient(
+        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
+    ) as c:
+        await token_accepted(c)
+        api = await c.post("/v1/echo/find", json={"query": "x"})
+        allowed = await c.post("/v1/echo/say", json={"text": "ok"})
+    assert api.status_code == 403
+    assert allowed.json() == {"text": "ok"}

@@ -167,3 +167,33 @@ def test_validator_message_is_bounded() -> None:
     validator = InputValidator({"type": "object", "properties": {"t": {"type": "integer"}}})
     problem = validator.problem({"t": "x" * 10_000})
     assert problem is not None and len(problem) <= 200
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"SOPHIA_EDGE_MAX_BODY_BYTES": "10"},
+            "SOPHIA_EDGE_MAX_BODY_BYTES: must be a whole number from 1024 to 67108864",
+        ),
+        (
+            {"SOPHIA_EDGE_CALL_TIMEOUT_S": "0"},
+            "SOPHIA_EDGE_CALL_TIMEOUT_S: must be a number greater than 0 and at most 3600",
+        ),
+        ({"SOPHIA_EDGE_TOOLS": " , "}, "SOPHIA_EDGE_TOOLS: must name at least one pattern"),
+        (
+            {"SOPHIA_EDGE_DISCOVERY_WINDOW_S": "5"},
+            "SOPHIA_EDGE_DISCOVERY_WINDOW_S: must be below edge_discovery_s",
+        ),
+        ({"SOPHIA_EDGE_RATE_BURST": "many"}, "SOPHIA_EDGE_RATE_BURST: Expected `int`, got `str`"),
+    ],
+    ids=["body-too-small", "timeout-zero", "no-tools", "window-too-long", "not-a-number"],
+)
+def test_edge_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    from bus.config import load
+    from bus.errors import ConfigError
+    from edge.config import EdgeSettings
+
+    with pytest.raises(ConfigError) as caught:
+        load(EdgeSettings, env)
+    assert caught.value.description.startswith(message)
