@@ -9,7 +9,8 @@ load generator on both sides:
   trivial endpoint of an agent over NATS;
 - stdio runs sequential calls on one session; HTTP runs 8 concurrent sessions, and
   ``*_http_cpu_ms_*`` says how much CPU each process spent per call in its side's turns
-  (``client`` is this process, the load generator);
+  (``client`` is this process, the load generator); ``*_http_p50_ms``/``*_http_p95_ms`` are
+  the latencies of those concurrent calls;
 - ``bus_p50_ms`` is the same request sent straight on the bus; ``mcp_added_p50_ms`` is the
   edge's stdio p50 over it; ``http_*`` is ``POST /v1/bench/echo`` (8 concurrent clients for
   the rate, sequential for the p50).
@@ -42,6 +43,7 @@ import anyio
 import httpx
 import httpx2
 import msgspec
+import nats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,7 +54,6 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 from bus import Agent, Settings, endpoint  # noqa: E402
 from bus.client import Bus  # noqa: E402
-from bus.connection import connect  # noqa: E402
 from bus.runner import backend_options  # noqa: E402
 from bus.topology import ensure_streams  # noqa: E402
 from edge.tokens import create_token  # noqa: E402
@@ -155,13 +156,19 @@ async def sequential(call: Callable[[], Awaitable[Any]], count: int) -> tuple[fl
     return count / (time.perf_counter() - start), latencies
 
 
-async def concurrent(calls: list[Callable[[], Awaitable[Any]]], count: int) -> float:
-    """Calls per second with one loop per callable, ``count`` calls in all."""
+async def concurrent(
+    calls: list[Callable[[], Awaitable[Any]]], count: int, latencies: list[float] | None = None
+) -> float:
+    """Calls per second with one loop per callable, ``count`` calls in all (each call's
+    latency in seconds appended to ``latencies`` when given)."""
     per = count // len(calls)
 
     async def loop(call: Callable[[], Awaitable[Any]]) -> None:
         for _ in range(per):
+            t = time.perf_counter()
             await call()
+            if latencies is not None:
+                latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
     async with anyio.create_task_group() as tg:
@@ -309,11 +316,12 @@ async def measure_http(
         block = args.block * 2
         spent = {side: dict.fromkeys(cpu_now(pids[side]), 0.0) for side in calls}
         served = dict.fromkeys(calls, 0)
+        latencies: dict[str, list[float]] = {side: [] for side in calls}
         for number in range(max(1, args.calls // block)):
             rates = {side: 0.0 for side in calls}
             for side in turns(number):
                 before = cpu_now(pids[side])
-                rates[side] = await concurrent(calls[side], block)
+                rates[side] = await concurrent(calls[side], block, latencies[side])
                 for name, seconds in cpu_now(pids[side]).items():
                     spent[side][name] += seconds - before[name]
                 served[side] += block
@@ -323,6 +331,8 @@ async def measure_http(
     for side, prefix in (("bare", "sdk"), ("edge", "mcp")):
         for name, seconds in spent[side].items():
             add(f"{prefix}_http_cpu_ms_{name}", seconds / served[side] * 1000)
+        add(f"{prefix}_http_p50_ms", percentile(latencies[side], 0.5))
+        add(f"{prefix}_http_p95_ms", percentile(latencies[side], 0.95))
 
 
 async def measure_api(url: str, token: str, count: int) -> tuple[float, float]:
@@ -361,7 +371,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     agent, bare = spawn("agent", env), spawn("bare-http", env, bare_port)
     procs = [agent, bare]
-    nc = await connect(settings, "bench")
+    nc = await nats.connect(settings.nats_url, name="bench")  # the load generator's own client
     bus = Bus(nc, settings)
     try:
         await ensure_streams(bus.js, settings)

@@ -29,7 +29,7 @@ BAD_VALUES = [
     ("EMBED_MAX_BATCH", "0", "must be a whole number of at least 1"),
     ("EMBED_MAX_TOKENS", "8", "must be a whole number from 16 to 512"),
     ("EMBED_MAX_WAIT_MS", "5000", "must be a number from 0 to 1000"),
-    ("L1_TTL_S", "0", "must be a number greater than 0"),
+    ("L1_TTL_S", "0", "must be a number greater than 0 and at most 604800"),
     ("CACHE_THRESHOLD", "1.5", "must be a number greater than 0 and at most 1"),
     ("MAX_TEXT_BYTES", "0", "must be a whole number of at least 1"),
     ("CHUNK_OVERLAP", "60", "must be less than chunk_lines"),

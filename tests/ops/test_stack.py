@@ -81,7 +81,7 @@ def test_policy_reads_sophia_variables_and_names_a_bad_one() -> None:
 def test_policy_durations_must_be_positive(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load(Policy, {name: value})
-    assert caught.value.description == f"{name}: must be a number greater than 0"
+    assert caught.value.description == f"{name}: must be a number greater than 0 and at most 604800"
 
 
 def test_stack_running_error_is_a_409_conflict() -> None:
