@@ -9,6 +9,8 @@ stored can come back in one reply (else 413).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from bus import Agent, BadRequestError, endpoint, wire
@@ -19,7 +21,9 @@ from bus.runner import run_agent
 from bus.schemas import memory as s
 from bus.subjects import INBOX_PREFIX, is_publishable
 from memory.config import MemorySettings
-from memory.engine import MemoryEngine
+
+if TYPE_CHECKING:
+    from memory.engine import MemoryEngine
 
 
 def progress_subject_allowed(subject: str) -> bool:
@@ -42,6 +46,10 @@ class MemoryAgent(Agent, name="memory"):
         )
 
     async def setup(self) -> None:
+        # the engine (ONNX Runtime, the tiers' clients) loads here, not at import: `sophia up`
+        # imports every agent module to discover it and stays small
+        from memory.engine import MemoryEngine
+
         reply_bytes = self.nc.max_payload - HEADER_ROOM
         self.engine = MemoryEngine(self.memory_settings, reply_bytes=reply_bytes)
         await self.engine.open()

@@ -19,7 +19,6 @@ from memory.batcher import BatchingEmbedder
 from memory.router import payload
 from memory.tiers.base import MetaStore, Record, RecordStore, VectorPoint, VectorTier
 from memory.tiers.select import Tiers, space_name
-from memory.tiers.vector_qdrant import list_collections
 
 log = logging.getLogger("sophia.memory.spaces")
 PAGE = 256
@@ -95,6 +94,8 @@ async def _drop_stale(tiers: Tiers, purpose: str, keep: str) -> None:
     if cfg.qdrant_url.startswith(":"):
         return  # qdrant-client's in-memory mode keeps nothing between runs
     if cfg.qdrant_url:
+        from memory.tiers.vector_qdrant import list_collections  # only with a Qdrant server
+
         for name in await list_collections(cfg.qdrant_url, cfg.qdrant_api_key, prefix):
             if name != keep:
                 stale = tiers.vectors_named(name)

@@ -1,4 +1,8 @@
-"""Pick each tier's backend from settings: a server when configured, else the embedded one."""
+"""Pick each tier's backend from settings: a server when configured, else the embedded one.
+
+Each backend's module (and its client library: qdrant-client alone takes most of a second to
+import) is imported only when that backend is chosen.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memory.config import MemorySettings
-from memory.tiers.archive_local import LocalArchiveTier
-from memory.tiers.archive_s3 import S3ArchiveTier
 from memory.tiers.base import ArchiveTier, FactTier, HotTier, VectorTier
-from memory.tiers.facts_postgres import PostgresFactTier
-from memory.tiers.facts_sqlite import SqliteFactTier
-from memory.tiers.hot_lru import LruHotTier
-from memory.tiers.hot_redis import RedisHotTier
-from memory.tiers.vector_edge import EdgeVectorTier
-from memory.tiers.vector_qdrant import QdrantVectorTier
 
 
 def space_name(purpose: str, model_id: str) -> str:
@@ -40,6 +36,8 @@ class Tiers:
     def vectors_named(self, name: str, dim: int = 384) -> VectorTier:
         s = self.settings
         if s.qdrant_url:
+            from memory.tiers.vector_qdrant import QdrantVectorTier
+
             location = s.qdrant_url if s.qdrant_url.startswith(":") else None
             return QdrantVectorTier(
                 name,
@@ -49,6 +47,8 @@ class Tiers:
                 location=location,
                 timeout_s=s.backend_timeout_s,
             )
+        from memory.tiers.vector_edge import EdgeVectorTier
+
         return EdgeVectorTier(self.vector_root / name, dim)
 
     @property
@@ -58,20 +58,36 @@ class Tiers:
 
 def select(settings: MemorySettings) -> Tiers:
     """Backends for L1, L3 and L4 (L2 spaces come from :meth:`Tiers.vectors`)."""
-    s = settings
-    root = s.data_path
-    hot: HotTier = (
-        RedisHotTier(s.redis_url, timeout_s=s.backend_timeout_s)
-        if s.redis_url
-        else LruHotTier(s.l1_max_items)
+    return Tiers(
+        hot=_hot(settings), facts=_facts(settings), archive=_archive(settings), settings=settings
     )
-    facts: FactTier = (
-        PostgresFactTier(s.postgres_dsn, timeout_s=s.backend_timeout_s)
-        if s.postgres_dsn
-        else SqliteFactTier(root / "l3" / "facts.sqlite3")
-    )
-    archive: ArchiveTier = (
-        S3ArchiveTier(
+
+
+def _hot(s: MemorySettings) -> HotTier:
+    if s.redis_url:
+        from memory.tiers.hot_redis import RedisHotTier
+
+        return RedisHotTier(s.redis_url, timeout_s=s.backend_timeout_s)
+    from memory.tiers.hot_lru import LruHotTier
+
+    return LruHotTier(s.l1_max_items)
+
+
+def _facts(s: MemorySettings) -> FactTier:
+    if s.postgres_dsn:
+        from memory.tiers.facts_postgres import PostgresFactTier
+
+        return PostgresFactTier(s.postgres_dsn, timeout_s=s.backend_timeout_s)
+    from memory.tiers.facts_sqlite import SqliteFactTier
+
+    return SqliteFactTier(s.data_path / "l3" / "facts.sqlite3")
+
+
+def _archive(s: MemorySettings) -> ArchiveTier:
+    if s.s3_bucket:
+        from memory.tiers.archive_s3 import S3ArchiveTier
+
+        return S3ArchiveTier(
             s.s3_bucket,
             prefix=s.s3_prefix,
             endpoint_url=s.s3_endpoint_url or None,
@@ -80,7 +96,6 @@ def select(settings: MemorySettings) -> Tiers:
             secret_access_key=s.s3_secret_access_key or None,
             timeout_s=s.backend_timeout_s,
         )
-        if s.s3_bucket
-        else LocalArchiveTier(root / "l4")
-    )
-    return Tiers(hot=hot, facts=facts, archive=archive, settings=s)
+    from memory.tiers.archive_local import LocalArchiveTier
+
+    return LocalArchiveTier(s.data_path / "l4")
