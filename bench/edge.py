@@ -10,7 +10,9 @@ load generator on both sides:
 - stdio runs sequential calls on one session; HTTP runs 8 concurrent sessions, and
   ``*_http_cpu_ms_*`` says how much CPU each process spent per call in its side's turns
   (``client`` is this process, the load generator); ``*_http_p50_ms``/``*_http_p95_ms`` are
-  the latencies of those concurrent calls;
+  the latencies of those concurrent calls, and ``*_http_raw_p50_ms``/``*_http_raw_p95_ms``
+  the same with 8 light clients (plain JSON-RPC POSTs over httpx: the SDK client spends about
+  a millisecond of CPU per call, so 8 of them in one process measure mostly themselves);
 - ``bus_p50_ms`` is the same request sent straight on the bus; ``mcp_added_p50_ms`` is the
   edge's stdio p50 over it; ``http_*`` is ``POST /v1/bench/echo`` (8 concurrent clients for
   the rate, sequential for the p50).
@@ -335,6 +337,76 @@ async def measure_http(
         add(f"{prefix}_http_p95_ms", percentile(latencies[side], 0.95))
 
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "bench", "version": "1"},
+    },
+}
+
+
+async def raw_caller(
+    client: httpx.AsyncClient, url: str, tool: str
+) -> Callable[[], Awaitable[Any]]:
+    """A ``tools/call`` of ``tool`` as plain JSON-RPC POSTs on one session of its own: a light
+    client, so the latencies are the server side's rather than the SDK client's."""
+    opened = await client.post(url, json=INITIALIZE)
+    opened.raise_for_status()
+    headers = {
+        "Mcp-Session-Id": opened.headers["mcp-session-id"],
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    (await client.post(url, json=done, headers=headers)).raise_for_status()
+    body = msgspec.json.encode(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": ARGS},
+        }
+    )
+
+    async def call() -> None:
+        reply = await client.post(url, content=body, headers=headers)
+        if reply.status_code != 200 or b'"isError":false' not in reply.content:
+            raise RuntimeError(f"{tool} failed: {reply.status_code} {reply.text[:200]}")
+
+    return call
+
+
+async def measure_http_raw(
+    args: argparse.Namespace, bare_url: str, edge_url: str, token: str, add: Add
+) -> None:
+    """Bare and edge in turns, ``CONCURRENCY`` light clients at once: p50 and p95 per call."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    limits = httpx.Limits(max_connections=CONCURRENCY * 2)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+        calls = {
+            "bare": [await raw_caller(client, bare_url, "echo") for _ in range(CONCURRENCY)],
+            "edge": [await raw_caller(client, edge_url, "bench_echo") for _ in range(CONCURRENCY)],
+        }
+        latencies: dict[str, list[float]] = {side: [] for side in calls}
+        for side_calls in calls.values():
+            for call in side_calls:
+                await warm(call, 20)
+        block = args.block * 2
+        for number in range(max(1, args.calls // block)):
+            for side in turns(number):
+                await concurrent(calls[side], block, latencies[side])
+    for side, prefix in (("bare", "sdk"), ("edge", "mcp")):
+        add(f"{prefix}_http_raw_p50_ms", percentile(latencies[side], 0.5))
+        add(f"{prefix}_http_raw_p95_ms", percentile(latencies[side], 0.95))
+
+
 async def measure_api(url: str, token: str, count: int) -> tuple[float, float]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=url, headers=headers) as client:
@@ -425,6 +497,7 @@ async def measure_all(
     await measure_stdio(args, bus, bare_stdio, edge_stdio, add)
     bare_url = f"http://127.0.0.1:{bare_port}/mcp"
     await measure_http(args, bare_url, f"{edge_url}/mcp", token, pids, add)
+    await measure_http_raw(args, bare_url, f"{edge_url}/mcp", token, add)
     rps, p50 = await measure_api(edge_url, token, args.calls // 2)
     add("http_rps", rps)
     add("http_p50_ms", p50)
