@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
@@ -95,10 +97,7 @@ async def token(make_token: MakeToken) -> str:
 @pytest.fixture
 async def http(edge: RunningEdge, token: str) -> AsyncIterator[httpx.AsyncClient]:
     """A plain HTTP client on the edge, carrying a valid token."""
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as client:
-        await token_accepted(client)
+    async with token_client(edge.url, token, timeout=10) as client:
         yield client
 
 
@@ -109,9 +108,16 @@ async def token_accepted(client: httpx.AsyncClient, limit_s: float = 10.0) -> No
             await anyio.sleep(0.02)
 
 
+@asynccontextmanager
+async def token_client(url: str, token: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the edge at ``url`` carrying ``token``, once the edge knows it."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, **options) as client:
+        await token_accepted(client)
+        yield client
+
+
 async def wait_token(edge: RunningEdge, token: str) -> None:
     """Wait until ``edge`` accepts ``token``."""
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
-    ) as c:
-        await token_accepted(c)
+    async with token_client(edge.url, token):
+        pass

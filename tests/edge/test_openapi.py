@@ -8,7 +8,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from tests.edge.agents import FindRequest, SayReply, SayRequest
-from tests.edge.conftest import MakeToken, RunningEdge, token_accepted
+from tests.edge.conftest import MakeToken, RunningEdge, token_client
 
 pytestmark = pytest.mark.anyio
 
@@ -48,10 +48,7 @@ async def test_openapi_lists_exactly_what_the_token_may_call(
     edge: RunningEdge, make_token: MakeToken
 ) -> None:
     token = await make_token("narrow", scopes=["echo:say", "echo:find"], tools=["echo_s*"])
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
-    ) as client:
-        await token_accepted(client)
+    async with token_client(edge.url, token) as client:
         spec = (await client.get("/openapi.json")).json()
         refused = await client.post("/v1/echo/find", json={"query": "x"})
     validate(spec)

@@ -34,7 +34,7 @@ async def test_edge_process_serves_then_stops_on_sigterm_with_a_stream_open(
         "SOPHIA_LOG_LEVEL": "warning",
     }
     process = await anyio.open_process(
-        [sys.executable, "-m", "edge"], env=env, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "edge"], env=env, stderr=subprocess.PIPE
     )
     headers = {"Authorization": f"Bearer {token}", **MCP_HEADERS}
     try:
@@ -60,4 +60,6 @@ async def test_edge_process_serves_then_stops_on_sigterm_with_a_stream_open(
         if process.returncode is None:
             process.kill()
             await process.wait()
-    assert status == 0
+    assert process.stderr is not None
+    errors = b"".join([chunk async for chunk in process.stderr]).decode(errors="replace")
+    assert status == 0, errors

@@ -17,7 +17,7 @@ from tests.edge.conftest import (
     RunningEdge,
     edge_settings_for_tests,
     start_edge,
-    token_accepted,
+    token_client,
 )
 
 pytestmark = pytest.mark.anyio
@@ -63,10 +63,7 @@ async def test_scope_outside_is_403_and_inside_is_served(
     edge: RunningEdge, make_token: MakeToken
 ) -> None:
     token = await make_token("sayer", scopes=["echo:say"])
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
-    ) as c:
-        await token_accepted(c)
+    async with token_client(edge.url, token) as c:
         refused = await c.post("/v1/echo/find", json={"query": "x"})
         served = await c.post("/v1/echo/say", json={"text": "ok"})
     assert refused.status_code == 403
@@ -173,10 +170,7 @@ async def test_session_of_another_token_is_404(
     opened = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
     session = opened.headers["mcp-session-id"]
     other = await make_token("intruder")
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {other}"}
-    ) as c:
-        await token_accepted(c)
+    async with token_client(edge.url, other) as c:
         response = await c.post(
             "/mcp",
             json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
@@ -202,10 +196,7 @@ async def test_configured_origin_gets_cors_headers(
     async with anyio.create_task_group() as tg:
         running = await start_edge(tg, settings, edge_settings_for_tests(edge_cors_origins=origin))
         token = await make_token()
-        async with httpx.AsyncClient(
-            base_url=running.url, headers={"Authorization": f"Bearer {token}"}
-        ) as c:
-            await token_accepted(c)
+        async with token_client(running.url, token) as c:
             preflight = await c.options(
                 "/v1/echo/say",
                 headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
@@ -221,10 +212,7 @@ async def test_revoked_token_is_refused_at_once(
     edge: RunningEdge, bus: Bus, make_token: MakeToken
 ) -> None:
     token = await make_token("short-lived")
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
-    ) as c:
-        await token_accepted(c)
+    async with token_client(edge.url, token) as c:
         before = await c.post("/v1/echo/say", json={"text": "a"})
         await revoke_token(await bus.js.key_value(bus.subjects.config_bucket), "short-lived")
         with anyio.fail_after(5):
@@ -240,10 +228,7 @@ async def test_a_body_of_the_edge_limit_is_a_413_and_the_edge_stays_on_the_bus(
     limit = 1_048_576  # the edge's default body limit, and the bus's max_payload
     body = b'{"text": "' + b"x" * (limit - 12) + b'"}'
     assert len(body) == limit
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as c:
-        await token_accepted(c)
+    async with token_client(edge.url, token, timeout=30) as c:
         api = await c.post("/v1/echo/say", content=body)
         mcp = await c.post("/mcp", content=body, headers=MCP_HEADERS)
         fits = await c.post("/v1/echo/say", json={"text": "x" * (limit - 8192)})
@@ -260,10 +245,7 @@ async def test_token_tool_limit_holds_on_every_transport(
     edge: RunningEdge, make_token: MakeToken
 ) -> None:
     token = await make_token("sayer-only", tools=["echo_say"])
-    async with httpx.AsyncClient(
-        base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
-    ) as c:
-        await token_accepted(c)
+    async with token_client(edge.url, token) as c:
         api = await c.post("/v1/echo/find", json={"query": "x"})
         allowed = await c.post("/v1/echo/say", json={"text": "ok"})
     assert api.status_code == 403

@@ -12,7 +12,7 @@ import pytest
 from bus import Settings
 from bus.schemas.edge import TokenRecord
 from ops.cli import main
-from tests.edge.conftest import MakeToken, RunningEdge, token_accepted
+from tests.edge.conftest import MakeToken, RunningEdge, token_client
 
 
 @pytest.fixture
@@ -115,15 +115,11 @@ async def test_token_scopes_are_checked_against_running_services(
 async def test_token_revoke_returns_once_every_edge_refuses_it(
     env: Settings, edge: RunningEdge, make_token: MakeToken
 ) -> None:
-    import httpx
 
     for attempt in range(5):
         name = f"brief{attempt}"
         token = await make_token(name)
-        async with httpx.AsyncClient(
-            base_url=edge.url, headers={"Authorization": f"Bearer {token}"}
-        ) as client:
-            await token_accepted(client)
+        async with token_client(edge.url, token) as client:
             assert await anyio.to_thread.run_sync(main, ["token", "revoke", name]) == 0
             after = await client.post("/v1/echo/say", json={"text": "a"})
         assert after.status_code == 401, f"attempt {attempt}: one call got through"
