@@ -183,7 +183,8 @@ def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
         return FrontDoor(edge, handler, transport)
 
     def token_refused(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-        refused(edge, conn.scope, "http", None, 401, time.perf_counter())
+        transport = "mcp-http" if conn.scope["path"] == "/mcp" else "http"
+        refused(edge, conn.scope, transport, None, 401, time.perf_counter())
         return error_response(UnauthorizedError(str(exc)))
 
     async def http_error(request: Request, exc: Exception) -> Response:

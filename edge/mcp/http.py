@@ -24,7 +24,7 @@ in NATS, so any replica behind one address serves any session:
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -67,7 +67,7 @@ class McpHttp:
         self._streams: set[str] = set()
 
     @asynccontextmanager
-    async def running(self) -> Any:
+    async def running(self) -> AsyncIterator[McpHttp]:
         """The SDK transports' own task groups, for as long as the edge serves."""
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self._json.run())
