@@ -2,9 +2,10 @@
 
 Everything else the edge takes from the SDK comes from what ``mcp``, ``mcp.server`` and
 ``mcp_types`` export at their top level (``Server``, ``ServerRequestContext``,
-``stdio_server``, ``MCPError``, the protocol types). Checked against mcp 2.0 to 2.3
-(``pyproject.toml``: ``mcp>=2.0,<3``); an upgrade that moves one of these names fails here, at
-import, not in a user's session.
+``stdio_server``, ``MCPError``, the protocol types). Checked against mcp 2.2 and 2.3
+(``pyproject.toml``: ``mcp>=2.2,<3``: 2.2 is the first whose stateless transport ends the
+handler of a cancelled request; ``make test`` runs the edge suite on both); an upgrade that
+moves one of these names fails here, at import, not in a user's session.
 
 - ``StreamableHTTPSessionManager``: the SDK's streamable-HTTP transport, run stateless (a
   fresh transport per request, born initialised), which is what lets any edge replica serve

@@ -72,25 +72,18 @@ async def test_sessions_work_over_a_backend_of_that_one_job(tmp_path: Path) -> N
     store = DictSessions()
     archive = LocalArchiveTier(tmp_path / "l4")
     await archive.open()
-    sessions = Sessions(
-        store=store,
-        hot=LruHotTier(),
-        archive=archive,
-        budget=ReplyBudget(),
-        ttl_s=60.0,
-        max_text_bytes=1000,
-    )
+
+    def fresh() -> Sessions:  # over the same store and archive, with an L1 of its own
+        hot = LruHotTier()
+        return Sessions(
+            store=store, hot=hot, archive=archive, budget=ReplyBudget(), ttl_s=60.0,
+            max_text_bytes=1000,
+        )  # fmt: skip
+
+    sessions = fresh()
     await sessions.save(s.SessionSaveRequest(session_id="c", summary="one", context={"n": 1}))
     saved = await sessions.save(s.SessionSaveRequest(session_id="c", summary="two"))
-    cold = Sessions(
-        store=store,
-        hot=LruHotTier(),
-        archive=archive,
-        budget=ReplyBudget(),
-        ttl_s=60.0,
-        max_text_bytes=1000,
-    )
-    loaded = await cold.load(s.SessionLoadRequest(session_id="c"))
+    loaded = await fresh().load(s.SessionLoadRequest(session_id="c"))
     assert isinstance(store, SessionStore)
     assert saved.version == 2
     assert (loaded.summary, loaded.context, loaded.version) == ("two", {}, 2)
