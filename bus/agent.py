@@ -16,12 +16,8 @@ naming the limit instead, and error texts are bounded and never quote the reques
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Any, ClassVar
 
 import anyio
@@ -30,7 +26,6 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.nuid import NUID
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bus import codec, connection, context, topology, tracing, wire
@@ -48,13 +43,6 @@ log = logging.getLogger("sophia.bus")
 
 PENDING_MSGS_LIMIT = 65_536
 ENDPOINT_CONCURRENCY = 256
-
-
-def sophia_version() -> str:
-    try:
-        return package_version("sophia")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 class Agent:
@@ -76,24 +64,16 @@ class Agent:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load(Settings)
-        self.id = NUID().next().decode()
+        self._identity = ServiceIdentity.of_this_process(
+            self.name, self.description, self.settings.prefix
+        )
+        self.id = self._identity.id
         self.link = Link()
         self._bus: Bus | None = None
         self._stop = anyio.Event()
         self._started_at = time.monotonic()
         self._subs: list[Subscription] = []
         self._srv_subs: list[Subscription] = []
-        self._identity = ServiceIdentity(
-            name=self.name,
-            id=self.id,
-            version=sophia_version(),
-            description=self.description,
-            metadata={
-                "prefix": self.settings.prefix,
-                "host": socket.gethostname(),
-                "pid": str(os.getpid()),
-            },
-        )
         self._consumer: WorkConsumer | None = None
         self._requests = TaskSet(ENDPOINT_CONCURRENCY)
         self._lost = False  # nats-py gave the connection up
@@ -193,16 +173,8 @@ class Agent:
             )
             self.link.on_back(self._consumer.reset_pulls)
             tg.start_soon(self._consumer.run)
-        for verb, subject in self._identity.control_subjects():
-            self._srv_subs.append(await self.nc.subscribe(subject, cb=self._control(verb)))
+        self._srv_subs = await self._identity.answer(self.nc)
         await self.nc.flush()
-
-    def _control(self, verb: str) -> Callable[[Msg], Awaitable[None]]:
-        async def reply(msg: Msg) -> None:
-            if msg.reply:
-                await wire.publish(self.nc, msg.reply, codec.encode(self._identity.reply(verb)))
-
-        return reply
 
     def _dispatcher(
         self, spec: EndpointSpec, stats: EndpointStats, handler: EndpointHandler

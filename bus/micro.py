@@ -7,12 +7,21 @@ so endpoint JSON Schemas travel JSON-encoded inside them.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.nuid import NUID
 
+from bus import codec, wire
 from bus.subjects import srv
 
 INFO_TYPE = "io.nats.micro.v1.info_response"
@@ -101,9 +110,16 @@ class EndpointStats:
         )
 
 
+def sophia_version() -> str:
+    try:
+        return package_version("sophia")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
 @dataclass(slots=True)
 class ServiceIdentity:
-    """What the service API says about one running agent instance."""
+    """What the service API says about one running instance (an agent, an edge replica)."""
 
     name: str
     id: str
@@ -112,6 +128,29 @@ class ServiceIdentity:
     metadata: dict[str, str] = field(default_factory=dict)
     endpoints: list[EndpointStats] = field(default_factory=list)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of_this_process(cls, name: str, description: str, prefix: str) -> ServiceIdentity:
+        """A new instance id, Sophia's version, and the install prefix, host and pid."""
+        return cls(
+            name=name,
+            id=NUID().next().decode(),
+            version=sophia_version(),
+            description=description,
+            metadata={"prefix": prefix, "host": socket.gethostname(), "pid": str(os.getpid())},
+        )
+
+    async def answer(self, nc: Client) -> list[Subscription]:
+        """Answer ``$SRV.PING|INFO|STATS`` for this instance on ``nc``; the subscriptions."""
+        subs = []
+        for verb, subject in self.control_subjects():
+
+            async def reply(msg: Msg, verb: str = verb) -> None:
+                if msg.reply:
+                    await wire.publish(nc, msg.reply, codec.encode(self.reply(verb)))
+
+            subs.append(await nc.subscribe(subject, cb=reply))
+        return subs
 
     def control_subjects(self) -> list[tuple[str, str]]:
         """(verb, subject) pairs this instance answers: all, by name, by name and id."""

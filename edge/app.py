@@ -27,15 +27,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bus.agent import sophia_version
 from bus.errors import ForbiddenError, SophiaError, UnauthorizedError
+from bus.micro import sophia_version
 from edge.access import Principal
 from edge.gateway import decode_json, http_status, new_call_id
 from edge.limits import RateLimitedError
 from edge.mcp.http import McpHttp
 from edge.openapi import document
 from edge.runtime import Edge
-from edge.traces import edge_span
+from edge.traces import carrier_of, edge_span
 from edge.web import (
     TOKEN_REQUIRED,
     TokenBackend,
@@ -49,9 +49,9 @@ from edge.web import (
 
 log = logging.getLogger("sophia.edge")
 
-_TRACE_HEADERS = ("traceparent", "tracestate")
 Handler = Callable[[Scope, Receive, Send, Principal], Awaitable[None]]
 _MCP_METHODS = ["GET", "POST", "DELETE"]
+_ROUTER_ERRORS = {404: "not found", 405: "method not allowed"}
 
 
 class FrontDoor:
@@ -119,9 +119,8 @@ async def call_endpoint(
     endpoint = edge.gateway.resolve(who, params["service"], params["endpoint"])
     body = await read_body(scope, receive, edge.max_body_bytes)
     args = decode_json(body)
-    headers = Headers(scope=scope)
-    carrier = {name: headers[name] for name in _TRACE_HEADERS if name in headers}
-    with edge_span(f"POST /v1/{endpoint.service}/{endpoint.name}", carrier or None):
+    carrier = carrier_of(Headers(scope=scope))
+    with edge_span(f"POST /v1/{endpoint.service}/{endpoint.name}", carrier):
         try:
             reply = await edge.gateway.call(
                 who, endpoint, args, body or b"{}", transport="http", call_id=new_call_id()
@@ -189,9 +188,7 @@ def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        text = "not found" if exc.status_code == 404 else "method not allowed"
-        if exc.status_code not in (404, 405):
-            text = "bad request"
+        text = _ROUTER_ERRORS.get(exc.status_code, "bad request")
         body = error_body(exc.status_code, text)
         return Response(body, exc.status_code, exc.headers, media_type="application/json")
 

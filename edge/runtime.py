@@ -11,8 +11,6 @@ stops (its supervisor starts it afresh), the stdio edge drops its tools and reco
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,10 +18,8 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 from nats.aio.msg import Msg
-from nats.nuid import NUID
 
 from bus import codec, connection, topology, tracing, wire
-from bus.agent import sophia_version
 from bus.client import Bus
 from bus.config import Settings
 from bus.connection import Link, connect
@@ -99,7 +95,7 @@ async def open_edge(
             link.on_closed(edge.lost.set)
             await tg.start(edge.catalog.run)
             await tg.start(edge.auditor.run)
-            await _announce(edge)
+            await edge.identity.answer(nc)  # as `edge`, with no endpoints of its own
             if shared:
                 await tg.start(edge.tokens.run)
                 await tg.start(edge.sessions.watch)
@@ -125,12 +121,8 @@ async def _wire(bus: Bus, link: Link, settings: Settings, edge_settings: EdgeSet
         edge_settings.edge_discovery_window_s,
     )
     auditor = Auditor(bus.nc, subjects)
-    identity = ServiceIdentity(
-        name=EDGE_SERVICE,
-        id=NUID().next().decode(),
-        version=sophia_version(),
-        description="MCP and HTTP in front of the bus",
-        metadata={"prefix": settings.prefix, "host": socket.gethostname(), "pid": str(os.getpid())},
+    identity = ServiceIdentity.of_this_process(
+        EDGE_SERVICE, "MCP and HTTP in front of the bus", settings.prefix
     )
     return Edge(
         settings=settings,
@@ -148,18 +140,6 @@ async def _wire(bus: Bus, link: Link, settings: Settings, edge_settings: EdgeSet
         sessions=Sessions(await bus.js.key_value(subjects.sessions_bucket)),
         identity=identity,
     )
-
-
-async def _announce(edge: Edge) -> None:
-    """Answer ``$SRV.PING|INFO|STATS`` as the ``edge`` service (no endpoints of its own)."""
-    nc = edge.bus.nc
-    for verb, subject in edge.identity.control_subjects():
-
-        async def reply(msg: Msg, verb: str = verb) -> None:
-            if msg.reply:
-                await wire.publish(nc, msg.reply, codec.encode(edge.identity.reply(verb)))
-
-        await nc.subscribe(subject, cb=reply)
 
 
 def _canceller(edge: Edge) -> Callable[[Msg], Awaitable[None]]:

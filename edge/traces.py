@@ -10,6 +10,7 @@ of an SDK span's tens.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
 from opentelemetry import context as otel_context
@@ -31,6 +32,12 @@ _random = random.Random()  # as the SDK's own id generator: unique, not secret
 def configure() -> None:
     """Export spans when ``OTEL_EXPORTER_OTLP_ENDPOINT`` says where (idempotent)."""
     tracing.configure("edge")
+
+
+def carrier_of(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The W3C trace headers of an incoming HTTP request, or None when it has none."""
+    carrier = {name: headers[name] for name in tracing.TRACE_HEADERS if name in headers}
+    return carrier or None
 
 
 def trace_id_of(span: Span) -> str:

@@ -46,13 +46,13 @@ from edge.mcp.sdk import (
 )
 from edge.mcp.tools import CALL_SCOPE, CallScope, EdgeTools
 from edge.runtime import Edge
+from edge.traces import carrier_of
 from edge.web import read_body, respond, respond_json
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 SSE = "text/event-stream"
 REQUEST_CANCELLED = -32800
-_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class McpHttp:
@@ -168,8 +168,6 @@ class McpHttp:
         record: SessionRecord | None,
         allow: list[str] | None = None,
     ) -> CallScope:
-        headers = Headers(scope=scope)
-        carrier = {name: headers[name] for name in _TRACE_HEADERS if name in headers}
         if allow is None:
             allow = record.tools if record is not None else _client_allow(scope)
         return CallScope(
@@ -178,7 +176,7 @@ class McpHttp:
             session_id=session_id,
             allow=tuple(allow),
             edge_allow=self.edge_allow,
-            carrier=carrier or None,
+            carrier=carrier_of(Headers(scope=scope)),
         )
 
     async def _session(self, scope: Scope, who: Principal) -> tuple[str, SessionRecord]:

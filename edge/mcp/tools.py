@@ -28,9 +28,9 @@ from mcp import MCPError, ServerSession
 from mcp.server import InitializationOptions, NotificationOptions, Server, ServerRequestContext
 from starlette.requests import Request
 
-from bus import codec
-from bus.agent import sophia_version
+from bus import codec, tracing
 from bus.errors import SophiaError
+from bus.micro import sophia_version
 from bus.schemas.progress import Progress, as_notification
 from bus.subjects import is_token
 from edge.access import Principal, matches_any
@@ -125,7 +125,7 @@ def trace_carrier(ctx: Context, call: CallScope) -> dict[str, str] | None:
     meta: Any = ctx.meta or {}
     if "traceparent" not in meta:
         return None
-    return {k: str(meta[k]) for k in ("traceparent", "tracestate") if k in meta}
+    return {k: str(meta[k]) for k in tracing.TRACE_HEADERS if k in meta}
 
 
 class EdgeTools:

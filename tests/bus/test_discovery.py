@@ -13,7 +13,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from bus import Bus, Settings
-from bus.agent import sophia_version
+from bus.micro import sophia_version
 from tests.bus.agents import EchoAgent, EchoRequest, Worker
 from tests.data import micro_v1
 from tests.fixtures.nats_server import running
