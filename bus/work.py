@@ -253,8 +253,9 @@ def _payload_text(data: bytes) -> tuple[str, str]:
 def fitted(letter: DeadLetter, data: bytes, room: int) -> bytes:
     """``letter`` with ``data`` as its payload, encoded within ``room`` bytes.
 
-    What does not fit is cut from the end of the payload (then headers are dropped), and the
-    letter says so: ``truncated`` true, ``payload_bytes`` the original size.
+    When the whole letter does not fit, its headers are dropped and its payload is cut from the
+    end (kept as base64), and it says so: ``truncated`` true, ``payload_bytes`` the original
+    size.
     """
     payload, encoding = _payload_text(data)
     whole = codec.encode(msgspec_replace(letter, payload=payload, encoding=encoding))
