@@ -127,6 +127,18 @@ def _toml_path(env: Mapping[str, str]) -> Path | None:
     return local if local.is_file() else None
 
 
+def toml_table(section: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``[section]`` table of ``sophia.toml`` (or ``SOPHIA_CONFIG``), empty when absent.
+
+    Raises ConfigError when the file cannot be read or parsed.
+    """
+    path = _toml_path(os.environ if env is None else env)
+    if path is None:
+        return {}
+    table = _read_toml(path).get(section, {})
+    return table if isinstance(table, dict) else {}
+
+
 def load(
     cls: type[T] = Settings,  # type: ignore[assignment]
     env: Mapping[str, str] | None = None,
