@@ -6,6 +6,7 @@ The hierarchy can be caught at any level::
     ├── ClientError            4xx: the request is at fault; sending it again changes nothing
     │   ├── BadRequestError    400 (ConfigError: a bad setting)
     │   ├── UnauthorizedError  401
+    │   ├── BudgetExceededError 402 (a model call would overshoot a USD budget)
     │   ├── ForbiddenError     403
     │   ├── NotFoundError      404
     │   ├── ConflictError      409
@@ -99,6 +100,16 @@ class UnauthorizedError(ClientError):
     default_description = "unauthorized"
 
 
+class BudgetExceededError(ClientError):
+    """A model call's worst-case cost does not fit in a budget (task, project or day).
+
+    The description names the budget and the figures, never the prompt.
+    """
+
+    code = 402
+    default_description = "budget exceeded"
+
+
 class ForbiddenError(ClientError):
     code = 403
     default_description = "forbidden"
@@ -150,6 +161,7 @@ _BY_CODE: dict[int, type[SophiaError]] = {
     for cls in (
         BadRequestError,
         UnauthorizedError,
+        BudgetExceededError,
         ForbiddenError,
         NotFoundError,
         TimeoutError_,

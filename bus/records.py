@@ -65,13 +65,22 @@ class Records(Generic[T]):
             raise NotFoundError(f"{self.bucket}: no such record")
         return found
 
-    async def update(self, key: str, change: Callable[[T | None], T]) -> tuple[T, int]:
+    async def update(
+        self,
+        key: str,
+        change: Callable[[T | None], T],
+        *,
+        attempts: int = MAX_ATTEMPTS,
+        backoff_s: float = BACKOFF_S,
+    ) -> tuple[T, int]:
         """Apply ``change`` to the current record (None when absent) and store the result.
 
-        ``change`` may run more than once, so it must be pure. Returns the stored record
-        and its revision. Raises ConflictError after MAX_ATTEMPTS lost races.
+        ``change`` may run more than once, so it must be pure; an exception it raises ends
+        the update with nothing written. After the n-th lost race it sleeps a random time
+        below ``n * backoff_s``. Returns the stored record and its revision. Raises
+        ConflictError after ``attempts`` lost races (a hot key with many writers needs more).
         """
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in range(attempts):
             current = await self._read(key)
             record = change(current[0] if current else None)
             payload = codec.encode(record)
@@ -81,12 +90,10 @@ class Records(Generic[T]):
                 else:
                     revision = await self.kv.update(key, payload, last=current[1])
             except nats.js.errors.KeyWrongLastSequenceError:
-                await anyio.sleep(BACKOFF_S * (attempt + 1) * random.random())
+                await anyio.sleep(backoff_s * (attempt + 1) * random.random())
                 continue
             return record, revision
-        raise ConflictError(
-            f"{self.bucket}: the record kept changing; gave up after {MAX_ATTEMPTS}"
-        )
+        raise ConflictError(f"{self.bucket}: the record kept changing; gave up after {attempts}")
 
     async def delete(self, key: str) -> None:
         await self.kv.delete(key)

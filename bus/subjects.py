@@ -121,6 +121,11 @@ class Subjects:
         return f"{self._lower}_tasks"
 
     @property
+    def budgets_bucket(self) -> str:
+        """Model-call budgets (spent and held USD per task, project and UTC day)."""
+        return f"{self._lower}_llm_budgets"
+
+    @property
     def sessions_bucket(self) -> str:
         return f"{self._lower}_sessions"
 

@@ -84,6 +84,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
         (subjects.tasks_bucket, 5, None),
         (subjects.sessions_bucket, 1, SESSION_MAX_AGE_S),
         (subjects.config_bucket, 10, None),
+        (subjects.budgets_bucket, 1, None),  # holds expire by their own field, not by TTL
     ):
         try:
             await js.key_value(bucket)

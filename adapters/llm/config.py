@@ -53,6 +53,7 @@ class ModelTable(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
     capabilities: list[Capability] = msgspec.field(default_factory=lambda: ["json_mode"])
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 16
+    circuit: str = ""  # models that share a circuit breaker; default: the same server
 
 
 class BudgetTable(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -94,13 +95,15 @@ class ModelSpec:
     quality: float
     capabilities: frozenset[str]
     concurrency: int
+    circuit: str = ""
     api_key: str = field(default="", repr=False)
     virtual_key: str = field(default="", repr=False)
 
     @property
     def breaker_key(self) -> str:
-        """What a circuit breaker guards: the server this model is reached on."""
-        return self.base_url or self.provider
+        """What a circuit breaker guards: the server this model is reached on, unless the
+        configuration groups models otherwise."""
+        return self.circuit or self.base_url or self.provider
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (
@@ -181,6 +184,7 @@ def _spec(m: ModelTable, env: Mapping[str, str]) -> ModelSpec:
         quality=m.quality,
         capabilities=frozenset(m.capabilities),
         concurrency=m.concurrency,
+        circuit=m.circuit,
         api_key=_secret(env, m.api_key_env, m.name),
         virtual_key=_secret(env, m.virtual_key_env, m.name),
     )
