@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -32,9 +33,10 @@ class Accounting:
         """The call's span (use as a context manager); named after the model once known."""
         return tracer.start_span("chat", kind=trace.SpanKind.CLIENT)
 
-    async def answered(
+    def answered(
         self, call_id: str, req: CompleteRequest, result: CompleteResult, span: Span
-    ) -> None:
+    ) -> Awaitable[None]:
+        """Describe the answer on ``span`` now; returns the writes to run after the reply."""
         _span_attributes(span, req, result.model, result.provider)
         span.set_attribute("gen_ai.response.model", result.model)
         span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
@@ -43,11 +45,11 @@ class Accounting:
         span.set_attribute("sophia.llm.cost_usd", result.cost_usd)
         span.set_attribute("sophia.llm.cached", result.cached or "none")
         span.set_attribute("sophia.llm.attempts", len(result.attempts))
-        await self._write(
+        return self._write(
             call_id, req, result.model, result.provider, result.attempts, "ok", 0, result
         )
 
-    async def failed(
+    def failed(
         self,
         call_id: str,
         req: CompleteRequest,
@@ -55,13 +57,14 @@ class Accounting:
         error: SophiaError,
         latency_ms: float,
         span: Span,
-    ) -> None:
+    ) -> Awaitable[None]:
+        """Mark ``span`` failed now; returns the writes to run after the reply."""
         model = attempts[-1].model if attempts else req.model
         _span_attributes(span, req, model, "")
         span.set_status(Status(StatusCode.ERROR, error.description))
         span.set_attribute("error.type", type(error).__name__)
         failed = CompleteResult(text="", model=model, provider="", latency_ms=latency_ms)
-        await self._write(call_id, req, model, "", attempts, "error", error.code, failed)
+        return self._write(call_id, req, model, "", attempts, "error", error.code, failed)
 
     async def degraded(
         self, call_id: str, req: CompleteRequest, wanted: str, used: str, budget: str

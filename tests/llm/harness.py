@@ -67,12 +67,22 @@ def write_toml(
 
 @asynccontextmanager
 async def llm_agent(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, toml: Path | None
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    toml: Path | None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[LlmAgent]:
-    """The llm agent in-process, reading ``toml`` (no configuration at all when None)."""
-    for name in ("SOPHIA_LLM_BASE_URL", "SOPHIA_LLM_MODEL", "PORTKEY_API_KEY"):
+    """The llm agent in-process, reading ``toml`` (no configuration at all when None) and
+    ``env`` (every other gateway variable unset)."""
+    for name in (
+        "SOPHIA_LLM_BASE_URL",
+        "SOPHIA_LLM_MODEL",
+        "PORTKEY_API_KEY",
+        "PORTKEY_GATEWAY_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("PORTKEY_GATEWAY_URL", raising=False)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     if toml is None:
         toml = Path(settings.home) / "empty.toml"
         toml.parent.mkdir(parents=True, exist_ok=True)
