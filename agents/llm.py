@@ -88,6 +88,11 @@ class LlmAgent(Agent, name="llm"):
         await self.transports.aclose()
         await self.ledger.close()
 
+    async def settled(self) -> None:
+        """Return once the writes that follow replies (events, ledger rows, cache entries,
+        budget settlements) are done."""
+        await self._afterwards.wait_idle()
+
     def _later(self, work: Awaitable[None]) -> None:
         """Run ``work`` after the reply; when too much is waiting, it is dropped and closed
         (an event or a cache entry lost, never a reply held up)."""

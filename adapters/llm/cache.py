@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -123,8 +124,12 @@ class CallCache:
             self.lru.put(key.exact, found.response)
         return found.response, "exact" if found.exact else "semantic"
 
-    async def put(self, key: CacheKey, text: str) -> None:
+    def put(self, key: CacheKey, text: str) -> Awaitable[None]:
+        """Remember ``text`` here at once; returns the memory agent's put, to run later."""
         self.lru.put(key.exact, text)
+        return self._share(key, text)
+
+    async def _share(self, key: CacheKey, text: str) -> None:
         request = CachePutRequest(
             model=key.model, prompt=key.prompt, response=text, scope=key.partition, ttl_s=self.ttl_s
         )
