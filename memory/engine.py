@@ -247,9 +247,12 @@ class MemoryEngine:
     # -- model-call cache ----------------------------------------------------
 
     async def cache_lookup(self, req: s.CacheLookupRequest) -> s.CacheLookupResult:
-        """A cached response for this prompt, exact or by meaning."""
+        """A cached response for this prompt in this model and scope, exact or (unless
+        ``semantic`` is off) by meaning."""
         prompt = v.within_bytes(req.prompt, "prompt", self.settings.max_text_bytes)
-        return await self.cache.lookup(req.model, prompt, req.threshold)
+        return await self.cache.lookup(
+            req.model, prompt, req.threshold, scope=req.scope, semantic=req.semantic
+        )
 
     async def cache_put(self, req: s.CachePutRequest) -> s.CachePutResult:
         """Cache a model's response to a prompt.
@@ -259,4 +262,4 @@ class MemoryEngine:
         max_bytes = self.settings.max_text_bytes
         prompt = v.within_bytes(req.prompt, "prompt", max_bytes)
         response = v.within_bytes(req.response, "response", max_bytes)
-        return await self.cache.put(req.model, prompt, response, req.ttl_s)
+        return await self.cache.put(req.model, prompt, response, req.ttl_s, req.scope)

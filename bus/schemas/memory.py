@@ -213,12 +213,32 @@ class Session(msgspec.Struct, kw_only=True):
     found: bool = True
 
 
+#: characters of a cache scope: room for any hex digest
+SCOPE_CHARS = 128
+#: a cache partition: empty, or letters, digits and ``. _ : -`` (a hex digest, say)
+Scope = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=SCOPE_CHARS,
+        pattern=r"^[A-Za-z0-9._:-]*$",
+        description="letters, digits and . _ : - only (a hex digest, say); empty: no scope",
+    ),
+]
+
+
 class CacheLookupRequest(msgspec.Struct, kw_only=True):
-    """Look up a model call: exact prompt first, then by meaning above ``threshold``."""
+    """Look up a model call: exact prompt first, then by meaning above ``threshold``.
+
+    Only entries put with the same ``model`` and ``scope`` are seen. By meaning, a cached
+    prompt must also ask the same question (:func:`memory.sameness.same_question`);
+    ``semantic=False`` takes exact prompts only.
+    """
 
     model: Model
     prompt: Text
     threshold: Threshold | None = None  # None: the configured default
+    scope: Scope = ""  # opaque: what else decides the answer (system prompt, turns, sampling)
+    semantic: bool = True
 
 
 class CacheLookupResult(msgspec.Struct, kw_only=True):
@@ -229,10 +249,14 @@ class CacheLookupResult(msgspec.Struct, kw_only=True):
 
 
 class CachePutRequest(msgspec.Struct, kw_only=True):
+    """Cache a model's response to a prompt, seen only by lookups of the same model and
+    scope."""
+
     model: Model
     prompt: Text
     response: OptionalText
     ttl_s: TtlSeconds | None = None  # None: the configured default
+    scope: Scope = ""
 
 
 class CachePutResult(msgspec.Struct, kw_only=True):

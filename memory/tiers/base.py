@@ -177,15 +177,23 @@ class SessionStore(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class CachedCall:
+    """One entry of the model-call cache as L3 keeps it: what was asked, and the answer."""
+
+    model: str
+    scope: str
+    prompt: str  # redacted; "" in entries cached before prompts were kept
+    response: str
+
+
 @runtime_checkable
 class CacheStore(Protocol):
-    """Model responses of the model-call cache, each with an expiry."""
+    """Model calls of the model-call cache, each with an expiry."""
 
-    async def cache_put(
-        self, entry_id: str, model: str, response: str, expires_at: float
-    ) -> None: ...
-    async def cache_get(self, entry_id: str, now: float) -> str | None:
-        """The response, unless it expired by ``now``."""
+    async def cache_put(self, entry_id: str, call: CachedCall, expires_at: float) -> None: ...
+    async def cache_get(self, entry_id: str, now: float) -> CachedCall | None:
+        """The entry, unless it expired by ``now``."""
         ...
 
 

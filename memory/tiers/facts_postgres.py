@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from bus.errors import UnavailableError
-from memory.tiers.base import RANK_BUDGET, Query, Record, affordable_terms
+from memory.tiers.base import RANK_BUDGET, CachedCall, Query, Record, affordable_terms
 
 _MIGRATIONS: list[str] = [
     """
@@ -49,6 +49,13 @@ _MIGRATIONS: list[str] = [
         expires_at DOUBLE PRECISION NOT NULL
     );
     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: a cache entry keeps its scope and (redacted) prompt, so a lookup by meaning can
+    # check that the cached prompt asks the same question; older entries get "" for both
+    """
+    ALTER TABLE cache_entries
+        ADD COLUMN scope TEXT NOT NULL DEFAULT '',
+        ADD COLUMN prompt TEXT NOT NULL DEFAULT '';
     """,
 ]
 _LOCK_ID = 0x50F1A  # advisory lock: one migrator at a time
@@ -300,18 +307,26 @@ class PostgresFactTier:
 
     # ---- CacheStore -----------------------------------------------------------------------------
 
-    async def cache_put(self, entry_id: str, model: str, response: str, expires_at: float) -> None:
+    async def cache_put(self, entry_id: str, call: CachedCall, expires_at: float) -> None:
         await self._p.execute(
-            "INSERT INTO cache_entries(id, model, response, expires_at) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (id) DO UPDATE SET response = excluded.response, "
-            "expires_at = excluded.expires_at",
+            "INSERT INTO cache_entries(id, model, scope, prompt, response, expires_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
+            "response = excluded.response, expires_at = excluded.expires_at",
             entry_id,
-            model,
-            response,
+            call.model,
+            call.scope,
+            call.prompt,
+            call.response,
             expires_at,
         )
 
-    async def cache_get(self, entry_id: str, now: float) -> str | None:
-        return await self._p.fetchval(
-            "SELECT response FROM cache_entries WHERE id = $1 AND expires_at > $2", entry_id, now
+    async def cache_get(self, entry_id: str, now: float) -> CachedCall | None:
+        row = await self._p.fetchrow(
+            "SELECT model, scope, prompt, response FROM cache_entries "
+            "WHERE id = $1 AND expires_at > $2",
+            entry_id,
+            now,
         )
+        if row is None:
+            return None
+        return CachedCall(row["model"], row["scope"], row["prompt"], row["response"])

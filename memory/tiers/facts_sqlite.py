@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from memory.tiers.base import RANK_BUDGET, Query, Record, affordable_terms
+from memory.tiers.base import RANK_BUDGET, CachedCall, Query, Record, affordable_terms
 
 T = TypeVar("T")
 
@@ -63,6 +63,12 @@ _MIGRATIONS: list[str] = [
         id TEXT PRIMARY KEY, model TEXT NOT NULL, response TEXT NOT NULL, expires_at REAL NOT NULL
     );
     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: a cache entry keeps its scope and (redacted) prompt, so a lookup by meaning can
+    # check that the cached prompt asks the same question; older entries get "" for both
+    """
+    ALTER TABLE cache_entries ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cache_entries ADD COLUMN prompt TEXT NOT NULL DEFAULT '';
     """,
 ]
 
@@ -331,15 +337,19 @@ class SqliteFactTier:
 
     # ---- CacheStore -----------------------------------------------------------------------------
 
-    async def cache_put(self, entry_id: str, model: str, response: str, expires_at: float) -> None:
+    async def cache_put(self, entry_id: str, call: CachedCall, expires_at: float) -> None:
         sql = (
-            "INSERT INTO cache_entries(id, model, response, expires_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET response = excluded.response, "
-            "expires_at = excluded.expires_at"
+            "INSERT INTO cache_entries(id, model, scope, prompt, response, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "response = excluded.response, expires_at = excluded.expires_at"
         )
-        await self._call(lambda: self._c.execute(sql, (entry_id, model, response, expires_at)))
+        args = (entry_id, call.model, call.scope, call.prompt, call.response, expires_at)
+        await self._call(lambda: self._c.execute(sql, args))
 
-    async def cache_get(self, entry_id: str, now: float) -> str | None:
-        sql = "SELECT response FROM cache_entries WHERE id = ? AND expires_at > ?"
+    async def cache_get(self, entry_id: str, now: float) -> CachedCall | None:
+        sql = (
+            "SELECT model, scope, prompt, response FROM cache_entries "
+            "WHERE id = ? AND expires_at > ?"
+        )
         row = await self._call(lambda: self._c.execute(sql, (entry_id, now)).fetchone())
-        return None if row is None else row[0]
+        return None if row is None else CachedCall(*row)

@@ -113,6 +113,13 @@ BAD_REQUESTS = [
     ("index", b'{"path": "/tmp/a\\u0000b"}', "path:"),
     ("index", b'{"path": "/tmp/' + b"c" * 256 + b'"}', "path:"),
     ("index", b'{"path": "/' + b"p" * 4096 + b'"}', "`$.path`"),
+    ("cache.lookup", b'{"model": "m", "prompt": "p", "scope": "a/b"}', "`$.scope`"),
+    (
+        "cache.put",
+        b'{"model": "m", "prompt": "p", "response": "", "scope": "' + b"f" * 129 + b'"}',
+        "`$.scope`",
+    ),
+    ("cache.lookup", b'{"model": "m", "prompt": "p", "semantic": "no"}', "`$.semantic`"),
 ]
 
 
@@ -134,6 +141,9 @@ BAD_REQUESTS = [
         "path-nul",
         "path-component-too-long",
         "path-too-long",
+        "scope-charset",
+        "scope-too-long",
+        "semantic-type",
     ],
 )
 async def test_agent_answers_bad_input_with_400_naming_the_field_and_keeps_serving(
@@ -144,6 +154,32 @@ async def test_agent_answers_bad_input_with_400_naming_the_field_and_keeps_servi
     assert reply.headers["Nats-Service-Error-Code"] == "400"
     assert names in reply.headers["Nats-Service-Error"]
     assert health.status == "ok"
+
+
+async def test_agent_refuses_a_bad_scope_without_quoting_it(agent: MemoryAgent, bus: Bus) -> None:
+    body = b'{"model": "m", "prompt": "p", "scope": "<evil scope>"}'
+    reply = await bus.request_raw(bus.subjects.endpoint("memory", "cache.lookup"), body)
+    assert reply.headers["Nats-Service-Error-Code"] == "400"
+    assert "evil" not in reply.headers["Nats-Service-Error"]
+
+
+async def test_agent_keeps_cache_scopes_apart_over_the_bus(agent: MemoryAgent, bus: Bus) -> None:
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    put = s.CachePutRequest(model="m", prompt="How do I exit vim?", response=":q", scope=digest)
+    await bus.request("memory", "cache.put", put, s.CachePutResult)
+
+    async def ask(prompt: str, scope: str, semantic: bool = True) -> s.CacheLookupResult:
+        req = s.CacheLookupRequest(model="m", prompt=prompt, scope=scope, semantic=semantic)
+        return await bus.request("memory", "cache.lookup", req, s.CacheLookupResult)
+
+    exact = await ask("How do I exit vim?", digest)
+    reworded = await ask("How can I quit Vim?", digest)
+    exact_only = await ask("How can I quit Vim?", digest, semantic=False)
+    elsewhere = await ask("How do I exit vim?", "0" * 64)
+    assert (exact.hit, exact.exact) == (True, True)
+    assert (reworded.hit, reworded.exact, reworded.response) == (True, False, ":q")
+    assert not exact_only.hit
+    assert not elsewhere.hit
 
 
 async def test_ten_megabytes_never_reach_the_agent_and_it_keeps_serving(

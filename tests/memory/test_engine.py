@@ -178,7 +178,7 @@ async def test_cache_hits_exact_and_by_meaning_and_misses_other_models(
         s.CacheLookupRequest(model="m1", prompt="What is the capital of France?")
     )
     close = await engine.cache_lookup(
-        s.CacheLookupRequest(model="m1", prompt="what's the capital city of France?", threshold=0.9)
+        s.CacheLookupRequest(model="m1", prompt="what's France's capital?", threshold=0.9)
     )
     other_model = await engine.cache_lookup(
         s.CacheLookupRequest(model="m2", prompt="What is the capital of France?")
