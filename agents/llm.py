@@ -142,7 +142,7 @@ class LlmAgent(Agent, name="llm"):
                 capabilities=sorted(m.capabilities),
                 concurrency=m.concurrency,
                 circuit=gateway.breakers[m.breaker_key].state,
-                in_flight=gateway.in_flight(m.name),
+                in_flight=gateway.attempts.in_flight(m.name),
             )
             for m in self.config.models
         ]

@@ -11,6 +11,10 @@ OpenAI-compatible upstream (tests/fixtures/openai_upstream.py, in a process of i
   call first asks the memory agent's cache (exact, then by meaning) and misses;
 - ``litellm_*``: the LiteLLM proxy (a dev dependency) in front of the same upstream, driven
   the same way as ``direct``;
+- where the gateway's time goes: ``sdk_*`` is the portkey-ai SDK called from this process
+  straight to the upstream (what the SDK itself adds over httpx), ``bus_hop_*`` a request to
+  the llm agent's cheapest endpoint (``sophia.llm.models``: the bus round trip and the
+  agent's dispatch, no model call);
 - ``exact_hit_p50_ms``, ``semantic_hit_p50_ms``: answers from the caches;
 - ``semantic_hit_rate`` / ``semantic_false_hit_rate``: on tests/data/cache_pairs.json, each
   pair in a project of its own: the first prompt is asked (and cached), then the second;
@@ -40,16 +44,23 @@ from typing import Any
 import anyio
 import httpx
 import nats
+from portkey_ai import AsyncPortkey
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cache_quality import load_pairs  # noqa: E402
 from bench.litellm_proxy import litellm_proxy  # noqa: E402
-
 from bus.client import Bus  # noqa: E402
 from bus.config import Settings  # noqa: E402
-from bus.schemas.llm import CompleteRequest, CompleteResult, Message, Scope  # noqa: E402
+from bus.schemas.common import Empty  # noqa: E402
+from bus.schemas.llm import (  # noqa: E402
+    CompleteRequest,
+    CompleteResult,
+    Message,
+    ModelsResult,
+    Scope,
+)
 from bus.topology import ensure_streams  # noqa: E402
 from ops.natsserver import NatsServer, free_port  # noqa: E402
 
@@ -109,8 +120,21 @@ async def timed(call: Callable[[], Awaitable[Any]], samples: list[float]) -> Any
 async def measure_paths(
     bus: Bus, upstream_url: str, litellm_url: str, calls: int, block: int
 ) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {"direct": [], "gateway": [], "litellm": []}
+    samples: dict[str, list[float]] = {
+        "direct": [],
+        "gateway": [],
+        "litellm": [],
+        "sdk": [],
+        "bus_hop": [],
+    }
     async with httpx.AsyncClient(timeout=30) as http:
+        sdk_client = AsyncPortkey(base_url=upstream_url, api_key="direct", http_client=http)
+
+        async def sdk() -> None:
+            await sdk_client.chat.completions.create(**chat_body("hi"))
+
+        async def bus_hop() -> None:
+            await bus.request("llm", "models", Empty(), ModelsResult, timeout=30)
 
         async def direct() -> None:
             (
@@ -130,7 +154,13 @@ async def measure_paths(
                 "llm", "complete", ask("hi", temperature=0.7), CompleteResult, timeout=30
             )
 
-        paths = {"direct": direct, "gateway": gateway, "litellm": litellm}
+        paths = {
+            "direct": direct,
+            "gateway": gateway,
+            "litellm": litellm,
+            "sdk": sdk,
+            "bus_hop": bus_hop,
+        }
         for call in paths.values():  # warm every path: connections, imports, JIT-ish caches
             for _ in range(50):
                 await call()
@@ -285,7 +315,7 @@ def summary(samples: dict[str, list[float]], caches: dict[str, Any]) -> dict[str
     for name, values in samples.items():
         out[f"{name}_p50_ms"] = round(percentile(values, 0.5), 3)
         out[f"{name}_p95_ms"] = round(percentile(values, 0.95), 3)
-    for name in ("gateway", "litellm"):
+    for name in ("gateway", "litellm", "sdk"):
         for q in ("p50", "p95"):
             out[f"{name}_added_{q}_ms"] = round(out[f"{name}_{q}_ms"] - out[f"direct_{q}_ms"], 3)
     out["gateway_cold_added_p50_ms"] = round(
