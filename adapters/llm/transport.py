@@ -119,19 +119,19 @@ class Transports:
     def client(self, spec: ModelSpec) -> AsyncPortkey:
         found = self._clients.get(spec.name)
         if found is None:
-            found = self._clients[spec.name] = AsyncPortkey(**self._arguments(spec))
+            found = self._clients[spec.name] = AsyncPortkey(**self.sdk_arguments(spec))
         return found
 
-    def _arguments(self, spec: ModelSpec) -> dict[str, Any]:
+    def sdk_arguments(self, spec: ModelSpec) -> dict[str, Any]:
+        """What ``AsyncPortkey`` is given for ``spec`` on this transport (keys included)."""
         arguments: dict[str, Any] = {"http_client": self._http}
         if spec.api_key:
             arguments["Authorization"] = spec.api_key
         if self.transport.kind == "direct":
             return {**arguments, "base_url": spec.base_url, "api_key": "direct"}
-        arguments |= {
-            "base_url": self.transport.base_url,
-            "api_key": self.transport.portkey_api_key,
-        }
+        arguments["base_url"] = self.transport.base_url
+        if self.transport.portkey_api_key:
+            arguments["api_key"] = self.transport.portkey_api_key
         if spec.virtual_key:
             return {**arguments, "virtual_key": spec.virtual_key}
         arguments["provider"] = spec.provider
