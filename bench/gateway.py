@@ -17,8 +17,10 @@ OpenAI-compatible upstream (tests/fixtures/openai_upstream.py, in a process of i
   agent's dispatch, no model call);
 - ``exact_hit_p50_ms``, ``semantic_hit_p50_ms``: answers from the caches;
 - ``semantic_hit_rate`` / ``semantic_false_hit_rate``: on tests/data/cache_pairs.json, each
-  pair in a project of its own: the first prompt is asked (and cached), then the second;
-  a paraphrase should be answered from the cache, a near-miss never;
+  pair in a project of its own: the first prompt is asked, and once its answer has reached
+  the memory agent's cache (the gateway puts it there after replying, some milliseconds
+  later) the second is asked; a paraphrase should be answered from the cache, a near-miss
+  never;
 - ``token_estimate_*``: cl100k (LiteLLM's bundled copy) tokens over the gateway's estimate.
 
 The three transports take turns in blocks of ``--block`` calls, so they see the same load.
@@ -49,6 +51,7 @@ from portkey_ai import AsyncPortkey
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from adapters.llm.cache import key_for  # noqa: E402
 from bench.cache_quality import load_pairs  # noqa: E402
 from bench.litellm_proxy import litellm_proxy  # noqa: E402
 from bus.client import Bus  # noqa: E402
@@ -61,6 +64,7 @@ from bus.schemas.llm import (  # noqa: E402
     ModelsResult,
     Scope,
 )
+from bus.schemas.memory import CacheLookupRequest, CacheLookupResult  # noqa: E402
 from bus.topology import ensure_streams  # noqa: E402
 from ops.natsserver import NatsServer, free_port  # noqa: E402
 
@@ -174,21 +178,40 @@ async def measure_paths(
 
 
 async def measure_caches(bus: Bus, count: int) -> dict[str, Any]:
+    """Cold calls on fresh prompts (each asks the memory agent's cache and misses), then,
+    once the writes that follow them are done, exact hits on the same prompts."""
     cold: list[float] = []
     exact: list[float] = []
-    for i in range(count):
-        request = ask(f"explain cache entry number {i} {uuid.uuid4().hex[:6]}", task="chat")
-        await timed(
-            lambda r=request: bus.request("llm", "complete", r, CompleteResult, timeout=30), cold
-        )
-        result = await timed(
-            lambda r=request: bus.request("llm", "complete", r, CompleteResult, timeout=30), exact
-        )
-        assert result.cached == "exact", result.cached
-    pairs = load_pairs()
-    figures = {"cold": cold, "exact": exact}
-    figures |= await measure_pairs(bus, pairs)
-    return figures
+    prompts = [ask(f"explain cache entry {i} {uuid.uuid4().hex[:6]}") for i in range(count)]
+
+    async def call(request: CompleteRequest) -> CompleteResult:
+        return await bus.request("llm", "complete", request, CompleteResult, timeout=30)
+
+    for request in prompts:
+        await timed(lambda r=request: call(r), cold)
+    await anyio.sleep(2)  # the cache puts and ledger rows of the cold calls land
+    for _ in range(3):
+        for request in prompts:
+            result = await timed(lambda r=request: call(r), exact)
+            if result.cached != "exact":
+                raise RuntimeError(f"expected an exact hit, got {result.cached!r}")
+    return {"cold": cold, "exact": exact, **await measure_pairs(bus, load_pairs())}
+
+
+async def cached_in_memory(bus: Bus, request: CompleteRequest, limit_s: float = 10.0) -> None:
+    """Wait until the memory agent holds the answer the gateway cached for ``request`` (the
+    gateway puts it there after replying): a paraphrase asked sooner would miss."""
+    key = key_for(request, MODEL)
+    if key is None:
+        raise RuntimeError("the bench's requests must be cacheable (temperature 0)")
+    lookup = CacheLookupRequest(model=MODEL, prompt=key.prompt, scope=key.partition, semantic=False)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        found = await bus.request("memory", "cache.lookup", lookup, CacheLookupResult, timeout=5)
+        if found.hit:
+            return
+        await anyio.sleep(0.01)
+    raise RuntimeError("the gateway's cache entry never reached the memory agent")
 
 
 def _pairs(data: dict[str, Any], half: str, split: str) -> list[tuple[str, str]]:
@@ -204,9 +227,9 @@ async def measure_pairs(bus: Bus, data: dict[str, Any]) -> dict[str, Any]:
             seen = outcome.setdefault(f"{half}_{split}", [])
             for a, b in _pairs(data, half, split):
                 scope = Scope(project=f"pair-{uuid.uuid4().hex[:8]}")
-                await bus.request(
-                    "llm", "complete", ask(a, scope=scope), CompleteResult, timeout=30
-                )
+                first = ask(a, scope=scope)
+                await bus.request("llm", "complete", first, CompleteResult, timeout=30)
+                await cached_in_memory(bus, first)
                 started = time.perf_counter()
                 second = await bus.request(
                     "llm", "complete", ask(b, scope=scope), CompleteResult, timeout=30

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.nats_server",
     "tests.fixtures.stores",
     "tests.fixtures.openai_upstream",
+    "tests.fixtures.spans",
     "tests.fixtures.portkey_gateway",
 ]

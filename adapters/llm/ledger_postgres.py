@@ -20,7 +20,7 @@ from adapters.llm.ledger import (
     group_expression,
     totals_sql,
 )
-from bus.errors import UnavailableError
+from memory.tiers.connections import PostgresPool
 
 _LOCK_ID = 0x11C0575  # advisory lock: one creator of the ledger's table at a time
 _SCHEMA = f"""
@@ -52,42 +52,17 @@ _INSERT = (
 _DAY = "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
 
-class PostgresCallLedger:
+class PostgresCallLedger(PostgresPool):
     """Call rows in PostgreSQL. Raises UnavailableError when the server does not answer at
     open."""
 
     name = "postgres"
 
     def __init__(self, dsn: str, *, timeout_s: float = 10.0) -> None:
-        self._dsn = dsn
-        self._timeout_s = timeout_s
-        self._pool: asyncpg.Pool | None = None
+        super().__init__(dsn, timeout_s=timeout_s, what="llm ledger", lock_id=_LOCK_ID)
 
-    @property
-    def _p(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("llm ledger: postgres is not open")
-        return self._pool
-
-    async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=4,
-                timeout=self._timeout_s,
-                command_timeout=self._timeout_s,
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            raise UnavailableError("llm ledger: postgres does not answer") from None
-        async with self._p.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
-            await conn.execute(_SCHEMA)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+    async def _setup(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(_SCHEMA)
 
     async def put(self, record: CallRecord) -> bool:
         return await self._p.fetchval(_INSERT, *as_row(record)) is not None

@@ -9,12 +9,7 @@ instead of failing) and never touches the tier's tables or its ``user_version``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import anyio
-import anyio.to_thread
 
 from adapters.llm.ledger import (
     COLUMNS,
@@ -27,10 +22,8 @@ from adapters.llm.ledger import (
     group_expression,
     totals_sql,
 )
+from memory.tiers.connections import SqliteConnection
 
-T = TypeVar("T")
-
-BUSY_TIMEOUT_MS = 5000
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE}(
     id TEXT PRIMARY KEY,
@@ -56,41 +49,16 @@ _INSERT = f"INSERT INTO {TABLE}({COLUMNS}) VALUES ({','.join('?' * 15)}) ON CONF
 _DAY = "strftime('%Y-%m-%d', at, 'unixepoch')"  # SQLite's unixepoch dates are UTC
 
 
-class SqliteCallLedger:
+class SqliteCallLedger(SqliteConnection):
     """Call rows in ``path``; every call runs in one worker thread, in order."""
 
     name = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = anyio.CapacityLimiter(1)
+        super().__init__(path, "llm ledger")
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._lock)
-
-    @property
-    def _c(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("llm ledger: sqlite is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._call(self._open)
-
-    def _open(self) -> None:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+    def _setup(self, db: sqlite3.Connection) -> None:
         db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-        self._db = db
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await anyio.to_thread.run_sync(db.close, limiter=self._lock)
 
     async def put(self, record: CallRecord) -> bool:
         row = as_row(record)

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from bus.errors import UnavailableError
 from memory.tiers.base import RANK_BUDGET, CachedCall, Query, Record, affordable_terms
+from memory.tiers.connections import PostgresPool
 
 _MIGRATIONS: list[str] = [
     """
@@ -115,7 +115,7 @@ def where(query: Query, first: int) -> tuple[str, list[Any]]:
     return " AND ".join(sql), args
 
 
-class PostgresFactTier:
+class PostgresFactTier(PostgresPool):
     """Facts in PostgreSQL; schema migrated at open under an advisory lock.
 
     Raises UnavailableError when the server cannot be reached at open.
@@ -126,42 +126,17 @@ class PostgresFactTier:
     def __init__(
         self, dsn: str, *, timeout_s: float = 10.0, rank_budget: int = RANK_BUDGET
     ) -> None:
-        self._dsn = dsn
+        super().__init__(dsn, timeout_s=timeout_s, what="l3", lock_id=_LOCK_ID)
         self.rank_budget = rank_budget
-        self._timeout_s = timeout_s
-        self._pool: asyncpg.Pool | None = None
 
-    @property
-    def _p(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("l3: postgres is not open")
-        return self._pool
-
-    async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=4,
-                timeout=self._timeout_s,
-                command_timeout=self._timeout_s,
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            raise UnavailableError("l3: postgres does not answer") from None
-        async with self._p.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations(version INTEGER PRIMARY KEY)"
-            )
-            done = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for number, script in enumerate(_MIGRATIONS[done:], start=done + 1):
-                await conn.execute(script)
-                await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", number)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+    async def _setup(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations(version INTEGER PRIMARY KEY)"
+        )
+        done = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        for number, script in enumerate(_MIGRATIONS[done:], start=done + 1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", number)
 
     # ---- RecordStore: records and their keyword index -------------------------------------------
 

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
-
-import anyio
-import anyio.to_thread
+from typing import Any
 
 from memory.tiers.base import RANK_BUDGET, CachedCall, Query, Record, affordable_terms
-
-T = TypeVar("T")
+from memory.tiers.connections import SqliteConnection
 
 _MIGRATIONS: list[str] = [
     """
@@ -153,44 +149,19 @@ def where(query: Query) -> tuple[str, list[Any]]:
     return " AND ".join(sql), args
 
 
-class SqliteFactTier:
+class SqliteFactTier(SqliteConnection):
     """Facts in ``<root>/facts.sqlite3``; every call runs in one worker thread, in order."""
 
     name = "sqlite"
 
     def __init__(self, path: Path, *, rank_budget: int = RANK_BUDGET) -> None:
-        self.path = path
+        super().__init__(path, "l3")
         self.rank_budget = rank_budget
-        self._db: sqlite3.Connection | None = None
-        self._lock = anyio.CapacityLimiter(1)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._lock)
-
-    @property
-    def _c(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("l3: sqlite is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._call(self._open)
-
-    def _open(self) -> None:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+    def _setup(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
-        self._db = db
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await anyio.to_thread.run_sync(db.close, limiter=self._lock)
 
     # ---- RecordStore: records and their keyword index -------------------------------------------
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -15,19 +14,6 @@ from tests.bus.agents import EchoAgent, EchoReply, EchoRequest, Job, Worker
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.anyio
-
-_exporter = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    """The SDK with an in-memory exporter (the global provider can be set once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    return _exporter
 
 
 class RelayAgent(Agent, name="relay"):

@@ -8,8 +8,6 @@ from pathlib import Path
 import anyio
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -22,18 +20,6 @@ from tests.llm.harness import ask, complete, llm_agent, model, write_toml
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.anyio
-
-_exporter = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    return _exporter
 
 
 def priced(upstream: OpenAIUpstream, tmp_path: Path) -> Path:
