@@ -26,3 +26,5 @@ bench:
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/retrieval.py
 	.venv/bin/python bench/edge.py
+	.venv/bin/python bench/cache_quality.py
+	.venv/bin/python bench/gateway.py

@@ -183,4 +183,3 @@ class DegradedEvent(msgspec.Struct, kw_only=True):
     budget: str
     task_id: str
     project: str
-
