@@ -99,7 +99,8 @@ class Gateway:
             if cached is not None:
                 return cached
         answer = await self._run_chain(state, models)
-        if key is not None and answer.spec.name == key.model:
+        finished = answer.completion.finish_reason == "stop"  # never a partial answer
+        if key is not None and finished and answer.spec.name == key.model:
             self.later(self.cache.put(key, answer.completion.text))
         degraded = state.refused is not None and answer.spec is not models[0]
         if degraded:

@@ -260,11 +260,13 @@ async def test_complete_length_finish_is_a_failure_unless_partial_allowed(
     upstream: OpenAIUpstream,
     tmp_path: Path,
 ) -> None:
-    upstream.script("cheap", Reply(text="half an ans", finish_reason="length"))
-    upstream.script("cheap", Reply(text="half an ans", finish_reason="length"))
-    async with llm_agent(settings, monkeypatch, two_models(upstream, tmp_path)):
+    for _ in range(3):
+        upstream.script("cheap", Reply(text="half an ans", finish_reason="length"))
+    async with llm_agent(settings, monkeypatch, two_models(upstream, tmp_path)) as llm:
         whole = await complete(bus, ask("hi", strategy="cost"))
         partial = await complete(bus, ask("hi", strategy="cost", allow_partial=True))
+        await llm.settled()
+        again = await complete(bus, ask("hi", strategy="cost", allow_partial=True))
     assert [(a.model, a.outcome) for a in whole.attempts] == [
         ("cheap", "truncated"),
         ("smart", "ok"),
@@ -274,6 +276,8 @@ async def test_complete_length_finish_is_a_failure_unless_partial_allowed(
         "length",
         "half an ans",
     )
+    assert (partial.cached, again.cached) == ("", "")  # a partial answer is never cached
+    assert len(upstream.calls("cheap")) == 3
 
 
 async def test_complete_streams_deltas_then_returns_the_whole_reply(
