@@ -18,8 +18,10 @@ front has retried already). So the HTTP client we hand the SDK (its public ``htt
 argument) marks every response ``x-should-retry: false`` and every 5xx
 ``x-portkey-gateway-exception: retried-by-sophia`` — which is the truth: our gateway does the
 retrying. Each attempt also runs under our own timeout, which ends the SDK's one retry after
-a timed-out read before it is sent; after a refused connection the SDK still tries once more
-(the request never reached a server, so nothing was billed or cached). Checked against
+a timed-out read before it is sent. One case stays out of our hands: after a connection error
+(refused, or dropped before a non-streamed body was complete) the SDK sends the request once
+more on its own, within the attempt's timeout and without the cache-refresh header; a refused
+connection reached no server, but a dropped one may have been billed. Checked against
 portkey-ai 2.3.4; the upstream fix to propose is a ``max_retries`` argument on
 ``AsyncPortkey``.
 """
