@@ -20,7 +20,7 @@ from bus.codec import encode
 from bus.config import Settings, load
 from bus.schemas import llm as s
 from bus.schemas.common import Empty
-from bus.subjects import INBOX_PREFIX, is_publishable
+from bus.subjects import INBOX_PREFIX, is_inbox
 from bus.tasks import TaskSet
 from memory.config import MemorySettings
 
@@ -116,7 +116,7 @@ class LlmAgent(Agent, name="llm"):
         Raises BadRequestError, BudgetExceededError (402), UnavailableError (503).
         """
         subject = req.stream_subject
-        if subject and not (subject.startswith(INBOX_PREFIX) and is_publishable(subject)):
+        if subject and not is_inbox(subject):
             raise BadRequestError(f"stream_subject: must be an inbox ({INBOX_PREFIX}…)")
         if not subject:
             return await self.gateway.complete(req)
@@ -141,7 +141,7 @@ class LlmAgent(Agent, name="llm"):
                 quality=m.quality,
                 capabilities=sorted(m.capabilities),
                 concurrency=m.concurrency,
-                circuit=gateway.breakers[m.breaker_key].state,
+                circuit=gateway.attempts.breakers[m.breaker_key].state,
                 in_flight=gateway.attempts.in_flight(m.name),
             )
             for m in self.config.models

@@ -19,17 +19,11 @@ from bus.config import Settings, load
 from bus.limits import HEADER_ROOM
 from bus.runner import run_agent
 from bus.schemas import memory as s
-from bus.subjects import INBOX_PREFIX, is_publishable
+from bus.subjects import INBOX_PREFIX, is_inbox
 from memory.config import MemorySettings
 
 if TYPE_CHECKING:
     from memory.engine import MemoryEngine
-
-
-def progress_subject_allowed(subject: str) -> bool:
-    """Index progress only goes back to the caller's own inbox (``_INBOX.…``), never to
-    another service's subject."""
-    return subject.startswith(INBOX_PREFIX) and is_publishable(subject)
 
 
 class MemoryAgent(Agent, name="memory"):
@@ -88,7 +82,7 @@ class MemoryAgent(Agent, name="memory"):
         Progress goes to ``progress_subject`` (the caller's inbox) after each file.
         """
         subject = req.progress_subject
-        if subject and not progress_subject_allowed(subject):
+        if subject and not is_inbox(subject):
             raise BadRequestError(f"progress_subject: must be an inbox ({INBOX_PREFIX}…)")
 
         async def progress(event: s.IndexProgress) -> None:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from ops.natsserver import free_port
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -58,12 +59,6 @@ OFFLINE_ENV = {
 }
 # Settings of the caller's environment that would point the proxy elsewhere.
 _DROPPED_ENV = ("DATABASE_URL", "LITELLM_MASTER_KEY", "LITELLM_CONFIG", "CONFIG_FILE_PATH")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _litellm_bin() -> str:
@@ -145,7 +140,7 @@ def litellm_proxy(
 ) -> Iterator[str]:
     """The LiteLLM proxy's base URL (``http://127.0.0.1:<port>/v1``) for the block; clients
     authenticate with ``Authorization: Bearer <master_key>``."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="litellm-proxy-") as tmp:
         workdir = Path(tmp)
         config = workdir / "config.yaml"  # JSON is YAML

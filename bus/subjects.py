@@ -40,6 +40,12 @@ def is_publishable(subject: str) -> bool:
     return len(subject) <= 4096 and _PUBLISHABLE.fullmatch(subject) is not None
 
 
+def is_inbox(subject: str) -> bool:
+    """Whether ``subject`` is a caller's own inbox (``_INBOX.…``): where progress and streamed
+    text may go, never another service's subject."""
+    return subject.startswith(INBOX_PREFIX) and is_publishable(subject)
+
+
 def token(value: str, what: str = "token") -> str:
     """Return ``value`` when it is one subject token. Raises ValueError naming ``what``."""
     if not is_token(value):

@@ -63,7 +63,6 @@ class Gateway:
         self.attempts = ModelAttempts(
             config.table, config.models, transports=transports, budgets=budgets, later=later
         )
-        self.breakers = self.attempts.breakers
 
     async def complete(
         self, req: CompleteRequest, *, on_delta: OnDelta | None = None
@@ -193,7 +192,7 @@ class Gateway:
                 continue
             if state.remaining_s <= 0:
                 break
-            breaker = self.breakers[spec.breaker_key]
+            breaker = self.attempts.breakers[spec.breaker_key]
             if not breaker.allow():
                 state.attempts.append(Attempt(model=spec.name, outcome="circuit_open"))
                 continue

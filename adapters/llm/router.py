@@ -76,12 +76,3 @@ def _value(pool: Sequence[ModelSpec], cost: Cost) -> Cost:
     costs = [cost(m) for m in pool] or [0.0]
     low, span = min(costs), (max(costs) - min(costs)) or 1.0
     return lambda m: -(m.quality - (cost(m) - low) / span)
-
-
-def cheaper_fit(
-    candidates: Sequence[ModelSpec], need: Need, headroom_usd: float
-) -> list[ModelSpec]:
-    """The candidates whose worst-case cost fits ``headroom_usd``, in the given order."""
-    return [
-        m for m in candidates if m.cost_usd(need.prompt_tokens, need.max_tokens) <= headroom_usd
-    ]
