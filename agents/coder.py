@@ -1,18 +1,43 @@
-"""The coder agent: takes code steps and produces patches in a git worktree of the target repo.
+"""The coder agent: takes code steps and commits patches in git worktrees of the target repo.
 
-Run as ``python -m agents.coder``. Its work arrives in later issues; today it
-registers its micro service and answers ``health`` with its real state.
+Run as ``python -m bus.runner agents.coder``; any number of replicas share
+``<prefix>.work.coder``. Each step is :meth:`tasks.coder.StepCoder.run`: a worktree under
+``SOPHIA_HOME`` (never the user's working tree), SEARCH/REPLACE edits from the model applied
+all or nothing, syntax and ruff checks before and after, exactly one commit per step even
+when a coder dies mid-step and the step is redelivered.
 """
 
 from __future__ import annotations
 
-from bus import Agent
-from bus.runner import run_agent
+from typing import TYPE_CHECKING
+
+from bus import Agent, work
+from bus.config import Settings
+from bus.schemas.tasks import CodeItem
+from tasks.config import load_tasks
+
+if TYPE_CHECKING:
+    from tasks.coder import StepCoder
 
 
 class CoderAgent(Agent, name="coder"):
-    """Takes code steps and produces patches in a git worktree of the target repo."""
+    """Takes code steps and commits patches in git worktrees of the target repo."""
 
+    coder: StepCoder
 
-if __name__ == "__main__":
-    run_agent(CoderAgent)
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+        self.task_settings = load_tasks()
+
+    async def setup(self) -> None:
+        from tasks.coder import StepCoder
+        from tasks.store import TaskStore
+        from tasks.worktree import Worktrees
+
+        store = await TaskStore.open(self.bus)
+        worktrees = Worktrees(self.settings.home_path)
+        self.coder = StepCoder(self.bus, store, self.task_settings, worktrees, self.id)
+
+    @work
+    async def code(self, item: CodeItem) -> None:
+        await self.coder.run(item)

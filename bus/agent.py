@@ -170,6 +170,7 @@ class Agent:
                 max_in_flight=self.settings.work_max_inflight,
                 batch=self.settings.work_batch,
                 max_deliver=self.settings.work_max_deliver,
+                ack_wait_s=self.settings.work_ack_wait_s,
             )
             self.link.on_back(self._consumer.reset_pulls)
             tg.start_soon(self._consumer.run)

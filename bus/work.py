@@ -7,7 +7,10 @@ SophiaError) and the last allowed delivery are copied to the DLQ stream, then te
 A dead letter always fits the bus: an item too large to be copied whole keeps as much of its
 payload as fits and says so (``truncated``, ``payload_bytes``), so nothing is stranded. Never
 more than ``max_in_flight`` items are being handled by one process: pull requests ask only
-for the free slots (backpressure lives on the server, not in a local buffer).
+for the free slots (backpressure lives on the server, not in a local buffer). An item whose
+handler runs longer than a third of ``ack_wait_s`` is told to the server as still in progress
+(``+WPI``) about every third of it, so a long step (a coder's model calls) is never
+redelivered while its handler lives, and is redelivered ``ack_wait_s`` after its process died.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from typing import Any
 
 import anyio
+import nats.errors
 from msgspec.structs import replace as msgspec_replace
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -69,8 +73,10 @@ class WorkConsumer:
         max_in_flight: int,
         batch: int,
         max_deliver: int,
+        ack_wait_s: float = 30.0,
     ) -> None:
         self.bus = bus
+        self.heartbeat_s = ack_wait_s / 3
         self.service = service
         self.item_type = item_type
         self.handler = handler
@@ -87,6 +93,7 @@ class WorkConsumer:
         self._stopping = False
         self._wake = anyio.Event()
         self._tasks = TaskSet(max_in_flight)
+        self._handling: dict[int, tuple[Msg, float]] = {}  # id(msg): (msg, last sign of life)
         self._running = False
         self._sub: Subscription | None = None
         self._inbox = ""
@@ -104,8 +111,9 @@ class WorkConsumer:
             while not self._stopping:
                 await self._top_up()
                 self._wake = anyio.Event()
-                with anyio.move_on_after(PULL_EXPIRES_S / 2):
+                with anyio.move_on_after(min(PULL_EXPIRES_S / 2, self.heartbeat_s)):
                     await self._wake.wait()
+                await self._heartbeat()
         finally:
             self._stopping = True
 
@@ -130,6 +138,18 @@ class WorkConsumer:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+
+    async def _heartbeat(self) -> None:
+        """Tell the server that items handled for longer than ``heartbeat_s`` are alive."""
+        now = time.monotonic()
+        for key, (msg, seen) in list(self._handling.items()):
+            if now - seen < self.heartbeat_s:
+                continue
+            self._handling[key] = (msg, now)
+            try:
+                await msg.in_progress()
+            except nats.errors.Error:  # the connection is down: redelivery covers it
+                log.debug("work_heartbeat_failed", extra={"service": self.service})
 
     async def _top_up(self) -> None:
         now = time.monotonic()
@@ -171,9 +191,11 @@ class WorkConsumer:
             self._wake.set()
 
     async def _handle(self, msg: Msg) -> None:
+        self._handling[id(msg)] = (msg, time.monotonic())
         try:
             await self._process(msg)
         finally:
+            del self._handling[id(msg)]
             self.in_flight -= 1
             self._wake.set()
 

@@ -52,7 +52,10 @@ class CallState:
 
     @property
     def scope(self) -> BudgetScope:
-        return BudgetScope(task_id=self.req.scope.task_id, project=self.req.scope.project)
+        scope = self.req.scope
+        return BudgetScope(
+            task_id=scope.task_id, project=scope.project, task_limit_usd=scope.budget_usd
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,7 @@ class BudgetScope:
 
     task_id: str = ""  # "": not part of a task, no task budget applies
     project: str = ""  # "": no project budget applies
+    task_limit_usd: float | None = None  # the task's own budget; the tighter one applies
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,8 +323,9 @@ class Budgets:
 
     def _applying(self, scope: BudgetScope, now: float) -> list[_Budget]:
         limits, budgets = self.limits, []
-        if scope.task_id and limits.per_task_usd is not None:
-            budgets.append(_Budget("task", scope.task_id, limit_nano(limits.per_task_usd)))
+        task_limits = [x for x in (limits.per_task_usd, scope.task_limit_usd) if x is not None]
+        if scope.task_id and task_limits:
+            budgets.append(_Budget("task", scope.task_id, limit_nano(min(task_limits))))
         if scope.project and limits.per_project_usd is not None:
             budgets.append(_Budget("project", scope.project, limit_nano(limits.per_project_usd)))
         if limits.per_day_usd is not None:

@@ -53,6 +53,9 @@ class Scope(msgspec.Struct, kw_only=True):
 
     task_id: TaskId = ""
     project: ScopeName = ""
+    #: the task's own budget (a task submitted with ``budget_usd``); with ``task_id`` set, the
+    #: tighter of this and the configured per-task budget holds, reserved before every attempt
+    budget_usd: Annotated[float, msgspec.Meta(gt=0, le=1e6)] | None = None
 
 
 class CompleteRequest(msgspec.Struct, kw_only=True):
