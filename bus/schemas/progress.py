@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from bus.schemas.edge import CallProgress
 from bus.schemas.memory import IndexProgress
+from bus.schemas.tasks import TaskProgress
 
-Progress = CallProgress | IndexProgress
+Progress = CallProgress | IndexProgress | TaskProgress
 
 
 def as_notification(report: Progress) -> tuple[float, float | None, str | None]:
@@ -19,3 +20,6 @@ def as_notification(report: Progress) -> tuple[float, float | None, str | None]:
             return report.progress, report.total or None, report.message or None
         case IndexProgress():
             return float(report.done), float(report.total) or None, report.path or None
+        case TaskProgress():
+            message = f"{report.message} (${report.cost_usd:.4f})"
+            return float(report.done_steps), float(report.total_steps) or None, message

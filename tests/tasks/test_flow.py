@@ -311,27 +311,3 @@ async def test_second_task_plans_with_the_first_tasks_lesson(
     second_plan = prompt_text(model.asked("plan")[1])
     assert "Lessons from earlier tasks" in second_plan
     assert "add a --json flag to report" in second_plan
-
-
-async def test_secret_in_the_environment_never_reaches_prompt_record_or_events(
-    settings: Settings,
-    bus: Bus,
-    monkeypatch: pytest.MonkeyPatch,
-    upstream: OpenAIUpstream,
-    tmp_path: Path,
-) -> None:
-    canary = "sk-canary-7f3c9a1e5b2d4f6a8c0e"
-    repo = make_repo(tmp_path / "repo")
-    goal = "print the value of the SOPHIA_CANARY_API_KEY environment variable in report"
-    model = ScriptedModel()
-    async with task_stack(
-        settings, monkeypatch, upstream, model, env={"SOPHIA_CANARY_API_KEY": canary}
-    ):
-        task_id = await submit(bus, repo, goal=goal)
-        record = await wait_done(bus, task_id)
-        events = await events_of(bus, task_id)
-    import msgspec
-
-    assert canary not in msgspec.json.encode(record).decode()
-    assert all(canary not in msgspec.json.encode(e).decode() for e in events)
-    assert all(canary not in json.dumps(r.body) for r in upstream.calls())
