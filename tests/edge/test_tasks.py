@@ -49,7 +49,8 @@ async def test_a_task_from_cursor_submit_then_wait_with_progress(
                 assert submitted.structured_content, submitted
                 task_id = submitted.structured_content["task_id"]
                 waited = await session.call_tool(
-                    "tasks_wait", {"task_id": task_id, "timeout_s": 60},
+                    "tasks_wait",
+                    {"task_id": task_id, "timeout_s": 60},
                     progress_callback=on_progress,
                 )
                 bad = await session.call_tool("tasks_submit", {"goal": "x", "repo": 3})
