@@ -41,3 +41,9 @@ class CoderAgent(Agent, name="coder"):
     @work
     async def code(self, item: CodeItem) -> None:
         await self.coder.run(item)
+
+
+if __name__ == "__main__":
+    from bus.runner import run_agent
+
+    run_agent(CoderAgent)

@@ -161,3 +161,9 @@ class PlannerAgent(Agent, name="tasks"):
             cost_usd=record.cost_usd,
         )
         await wire.publish(self.nc, subject, encode(report), what="progress")
+
+
+if __name__ == "__main__":
+    from bus.runner import run_agent
+
+    run_agent(PlannerAgent)

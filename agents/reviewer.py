@@ -40,3 +40,9 @@ class ReviewerAgent(Agent, name="reviewer"):
     @work
     async def review(self, item: ReviewItem) -> None:
         await self.reviewer.run(item)
+
+
+if __name__ == "__main__":
+    from bus.runner import run_agent
+
+    run_agent(ReviewerAgent)

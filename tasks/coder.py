@@ -39,7 +39,7 @@ from tasks.follow import until_task_ends
 from tasks.plan import by_id
 from tasks.planner import quality_head, variant_branch, work_id
 from tasks.repomap import read_files, repo_map
-from tasks.store import TaskStore
+from tasks.store import TaskStore, mark_running
 from tasks.worktree import NothingToCommit, Worktrees, git
 
 log = logging.getLogger("sophia.tasks")
@@ -84,7 +84,9 @@ class StepCoder:
         if any(c.variant == item.variant and (c.commit or c.error) for c in step.candidates):
             await self._tell_planner(item)  # reported before this delivery: tell again
             return
-        await self.store.change(item.task_id, lambda r: _running(r, item), if_live=True)
+        await self.store.change(
+            item.task_id, lambda r: mark_running(r, item.step_id, item.attempt), if_live=True
+        )
         started = time.perf_counter()
         candidate: t.Candidate | None = None
         failure: StepFailed | None = None
@@ -250,14 +252,6 @@ def _as_findings(outcome: edits.EditOutcome) -> list[t.Finding]:
         t.Finding(file=f.block.path[:4096], severity="high", message=f.reason[: t.MESSAGE_CHARS])
         for f in outcome.failures
     ]
-
-
-def _running(record: t.TaskRecord, item: t.CodeItem) -> t.TaskRecord:
-    steps = [msgspec.structs.replace(s) for s in record.plan]
-    for step in steps:
-        if step.id == item.step_id and step.attempt == item.attempt and step.state == "dispatched":
-            step.state = "running"
-    return msgspec.structs.replace(record, plan=steps)
 
 
 def _reported(

@@ -32,6 +32,7 @@ from bus.client import Bus
 from bus.errors import BadRequestError, NotFoundError, SophiaError
 from bus.schemas import memory as m
 from bus.schemas import tasks as t
+from bus.topology import DUPLICATE_WINDOW_S
 from memory.redact import redact
 from tasks import plan as plans
 from tasks import prompts
@@ -45,6 +46,8 @@ from tasks.worktree import Worktrees, resolve_commit, resolve_repo
 log = logging.getLogger("sophia.tasks")
 
 VARIANTS = ("a", "b")
+#: below the work stream's duplicate window (bus/topology.py), with room for clock drift
+REPUBLISH_WITHIN_S = DUPLICATE_WINDOW_S - 30
 
 
 def task_branch(task_id: str) -> str:
@@ -310,9 +313,11 @@ class Planner:
                 outcome = self._after_failure(record, steps, step)
                 if outcome is not None:
                     return outcome
-        # re-publish what is out (dropped as duplicates unless the publish was lost)
+        # re-publish what is out: dropped as duplicates unless the publish was lost with its
+        # planner (then the Advance came back within ack_wait); past the duplicate window it
+        # could be a second copy of a live item, so it is not sent again
         for step in steps:
-            if step.state == "dispatched":
+            if step.state == "dispatched" and now - step.dispatched_at < REPUBLISH_WITHIN_S:
                 decision.dispatches.extend(self._items(record, step, step.attempt))
         for step in plans.ready(steps):
             if step.capability == "research":
@@ -347,6 +352,7 @@ class Planner:
     def _dispatch(self, record: t.TaskRecord, step: t.Step, now: float, decision: Decision) -> None:
         step.attempt += 1
         step.state = "dispatched"
+        step.dispatched_at = now
         step.started_at = step.started_at or now
         step.error = ""
         step.reason = ""

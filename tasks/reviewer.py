@@ -35,7 +35,7 @@ from tasks.config import TaskSettings
 from tasks.follow import until_task_ends
 from tasks.plan import by_id, code_steps_before
 from tasks.planner import work_id
-from tasks.store import TaskStore
+from tasks.store import TaskStore, mark_running
 from tasks.worktree import Worktrees, resolve_commit
 
 log = logging.getLogger("sophia.tasks")
@@ -79,7 +79,9 @@ class StepReviewer:
         if step.state in ("done", "failed"):
             await self._tell_planner(item)
             return
-        await self.store.change(item.task_id, lambda r: _mark(r, item, "running"), if_live=True)
+        await self.store.change(
+            item.task_id, lambda r: mark_running(r, item.step_id, item.attempt), if_live=True
+        )
         started = time.perf_counter()
         review: t.Review | None = None
         stopped: TaskStopped | None = None
@@ -297,14 +299,6 @@ def _tools_text(tools: list[t.ToolRunRecord]) -> str:
         for f in run.findings[:50]:
             lines.append(f"  {f.id} {f.file}:{f.line} {f.code} {f.message}"[:400])
     return "\n".join(lines)
-
-
-def _mark(record: t.TaskRecord, item: t.ReviewItem, state: str) -> t.TaskRecord:
-    steps = [msgspec.structs.replace(s) for s in record.plan]
-    for step in steps:
-        if step.id == item.step_id and step.attempt == item.attempt and step.state == "dispatched":
-            step.state = state  # type: ignore[assignment]
-    return msgspec.structs.replace(record, plan=steps)
 
 
 def _reviewed(

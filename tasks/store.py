@@ -77,6 +77,15 @@ def events_between(old: TaskRecord | None, new: TaskRecord) -> list[TaskEvent]:
     ]
 
 
+def mark_running(record: TaskRecord, step_id: str, attempt: int) -> TaskRecord:
+    """``record`` with that attempt of the step taken by an agent (when it was dispatched)."""
+    steps = [msgspec.structs.replace(s) for s in record.plan]
+    for step in steps:
+        if step.id == step_id and step.attempt == attempt and step.state == "dispatched":
+            step.state = "running"
+    return msgspec.structs.replace(record, plan=steps)
+
+
 class TaskStore:
     """The task records of one install and their events."""
 

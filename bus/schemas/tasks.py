@@ -225,6 +225,7 @@ class Step(msgspec.Struct, kw_only=True):
     review: Review | None = None
     error: str = ""
     reason: Reason = ""  # why the step failed, when it did
+    dispatched_at: float = 0.0  # when its current attempt's work item was first published
     started_at: float = 0.0
     finished_at: float = 0.0
     note: str = ""

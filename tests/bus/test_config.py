@@ -58,7 +58,7 @@ def test_config_bad_value_names_the_variable(env: dict[str, str], message: str) 
 def test_config_error_stops_an_agent_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "SOPHIA_WORK_BATCH": "-3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "agents.planner"],
+        [sys.executable, "-m", "agents.coder"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -67,5 +67,5 @@ def test_config_error_stops_an_agent_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "sophia planner: SOPHIA_WORK_BATCH: must be a whole number of at least 1"
+        "sophia coder: SOPHIA_WORK_BATCH: must be a whole number of at least 1"
     )

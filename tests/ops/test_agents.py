@@ -38,7 +38,7 @@ def test_agent_modules_finds_each_module_agent_and_skips_helpers(package: Packag
 
 def test_the_agents_package_has_the_documented_agents() -> None:
     found = agent_modules()
-    assert {"planner", "coder", "reviewer", "memory", "infra", "llm"} <= set(found)
+    assert {"tasks", "coder", "reviewer", "memory", "infra", "llm"} <= set(found)
     assert found["memory"] == "agents.memory"
 
 

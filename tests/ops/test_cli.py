@@ -308,7 +308,7 @@ def test_console_up_without_jetstream_stops_with_one_line(plain_nats: str, tmp_p
         SOPHIA_NATS_URL=f"nats://u:p@{plain_nats}",
         SOPHIA_LOG_LEVEL="warning",
     )
-    run = console("up", "--only", "planner", env=env)
+    run = console("up", "--only", "tasks", env=env)
     assert run.returncode == 3
     assert run.stderr.endswith(
         f"sophia: JetStream does not answer at nats://u:***@{plain_nats}; is it enabled (-js)?\n"

@@ -92,8 +92,8 @@ def test_stack_running_error_is_a_409_conflict() -> None:
 
 def test_default_programs_run_each_agent_module_through_the_runner_with_pinned_settings() -> None:
     settings = Settings(home="/tmp/h", nats_url="nats://127.0.0.1:4999", prefix="px")
-    programs = {p.name: p for p in default_programs(settings, ["planner", "coder"])}
-    assert set(programs) == {"planner", "coder"}
+    programs = {p.name: p for p in default_programs(settings, ["tasks", "coder"])}
+    assert set(programs) == {"tasks", "coder"}
     assert programs["coder"].argv[1:] == ("-m", "bus.runner", "agents.coder")
     assert programs["coder"].kind == "agent"
     assert programs["coder"].env["SOPHIA_NATS_URL"] == "nats://127.0.0.1:4999"
@@ -104,5 +104,5 @@ def test_default_programs_name_no_unknown_program_they_were_given() -> None:
     with pytest.raises(BadRequestError) as caught:
         default_programs(Settings(), ["nope-secret"])
     assert caught.value.description.startswith("--only: no such program; choose from ")
-    assert "planner" in caught.value.description
+    assert "tasks" in caught.value.description
     assert "nope-secret" not in caught.value.description

@@ -81,14 +81,14 @@ async def answering(bus: Bus, name: str, other_than: str = "") -> PingResponse:
 async def test_supervisor_restarts_an_agent_killed_with_sigkill(
     settings: Settings, layout: Layout, bus: Bus
 ) -> None:
-    [agent] = default_programs(settings, ["planner"])  # as `sophia up` runs it: bus.runner
+    [agent] = default_programs(settings, ["tasks"])  # as `sophia up` runs it: bus.runner
     async with supervising(settings, layout, [agent]) as supervisor:
-        state = supervisor.states["planner"]
-        first = await answering(bus, "planner")
+        state = supervisor.states["tasks"]
+        first = await answering(bus, "tasks")
         killed = state.pid
         assert killed is not None and first.metadata["pid"] == str(killed)
         os.kill(killed, signal.SIGKILL)
-        second = await answering(bus, "planner", other_than=first.id)
+        second = await answering(bus, "tasks", other_than=first.id)
         assert second.metadata["pid"] == str(state.pid) != str(killed)
         assert (state.status, state.restarts, state.last_exit) == ("running", 1, -signal.SIGKILL)
         restarted = state.pid

@@ -21,7 +21,7 @@ from ops.natsserver import free_port, port_open
 from ops.stack import Layout, pid_alive, read_state
 
 SOPHIA = str(Path(sys.executable).parent / "sophia")
-AGENTS = ("planner", "coder")
+AGENTS = ("tasks", "coder")
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_up_detach_then_status_then_down(stack_env: dict[str, str], pids: set[in
 def test_down_stops_what_a_killed_supervisor_left(
     stack_env: dict[str, str], pids: set[int]
 ) -> None:
-    up = sophia(stack_env, "up", "--detach", "--only=planner")
+    up = sophia(stack_env, "up", "--detach", "--only=tasks")
     state = read_state(Layout(Path(stack_env["SOPHIA_HOME"])))
     assert up.returncode == 0, up.stdout + up.stderr
     assert state is not None
@@ -109,7 +109,7 @@ def test_down_stops_what_a_killed_supervisor_left(
     os.kill(state.pid, signal.SIGKILL)
     down = sophia(stack_env, "down")
     assert down.returncode == 0, down.stderr
-    assert "the supervisor is gone; stopping what it left: nats, planner" in down.stdout
+    assert "the supervisor is gone; stopping what it left: nats, tasks" in down.stdout
     assert len(left) == 2
     assert not any(pid_alive(pid) for pid in left)
     assert sophia(stack_env, "down").stdout.startswith("no stack is running")

@@ -153,6 +153,8 @@ class ScriptedModel:
         default_factory=lambda: deque([review()])
     )
     delay_s: float = 0.0
+    #: how long a code answer waits, when it differs from ``delay_s``
+    code_delay_s: float | None = None
     seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -166,7 +168,10 @@ class ScriptedModel:
         with self._lock:
             self.seen.append((kind, body))
         queue = {"plan": self.plans, "review": self.reviews}.get(kind, self.edits)
-        return Reply(text=self._take(queue, body), delay_s=self.delay_s)
+        delay = self.delay_s
+        if kind == "code" and self.code_delay_s is not None:
+            delay = self.code_delay_s
+        return Reply(text=self._take(queue, body), delay_s=delay)
 
     def asked(self, kind: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -199,11 +204,13 @@ async def task_stack(
     upstream: OpenAIUpstream,
     model: ScriptedModel,
     *,
+    planner: bool = True,
     coders: int = 1,
     reviewers: int = 1,
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The llm, memory, tasks, coder and reviewer agents serving in-process."""
+    """The llm, memory, tasks, coder and reviewer agents serving in-process; without
+    ``planner`` (or with ``coders=0``) that agent runs elsewhere (a test's subprocess, say)."""
     model_env(monkeypatch, upstream, settings.home_path)
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
@@ -212,7 +219,8 @@ async def task_stack(
         agents: dict[str, Any] = {}
         agents["llm"] = await stack.enter_async_context(running(LlmAgent(settings)))
         agents["memory"] = await stack.enter_async_context(running(MemoryAgent(settings)))
-        agents["tasks"] = await stack.enter_async_context(running(PlannerAgent(settings)))
+        if planner:
+            agents["tasks"] = await stack.enter_async_context(running(PlannerAgent(settings)))
         agents["coders"] = [
             await stack.enter_async_context(running(CoderAgent(settings))) for _ in range(coders)
         ]
