@@ -19,7 +19,7 @@ from bus.client import Bus
 from bus.errors import BudgetExceededError, SophiaError, TimeoutError_
 from bus.schemas import memory as m
 from bus.schemas.llm import CompleteRequest, CompleteResult, Message, Scope, Task
-from bus.schemas.tasks import TaskRecord
+from bus.schemas.tasks import TaskRecord, token_subject
 from tasks.store import TaskStore
 
 #: seconds a bus request may outlast the model call it carries (the reply's own trip)
@@ -74,6 +74,7 @@ async def ask_model(
         temperature=temperature,
         scope=Scope(task_id=record.task_id, project=record.namespace, budget_usd=record.budget_usd),
         timeout_s=timeout,
+        stream_subject=token_subject(record.task_id) if record.stream_tokens else "",
     )
     started = time.perf_counter()
     try:

@@ -29,17 +29,17 @@ import msgspec
 
 from adapters.quality.lint_delta import new_problems
 from bus.client import Bus
-from bus.errors import RetryableError, SophiaError
+from bus.errors import SophiaError
 from bus.schemas import tasks as t
 from bus.schemas.llm import Message
 from tasks import edits, prompts
 from tasks.calls import TaskStopped, add_timing, ask_model
 from tasks.config import TaskSettings
 from tasks.follow import until_task_ends
-from tasks.plan import by_id
-from tasks.planner import quality_head, variant_branch, work_id
+from tasks.planner import quality_head, variant_branch
 from tasks.repomap import read_files, repo_map
-from tasks.store import TaskStore, mark_running
+from tasks.steps import take_step, tell_planner, unless_retryable
+from tasks.store import TaskStore
 from tasks.worktree import NothingToCommit, Worktrees, git
 
 log = logging.getLogger("sophia.tasks")
@@ -74,19 +74,20 @@ class StepCoder:
 
     async def run(self, item: t.CodeItem) -> None:
         """Do the step ``item`` names, report it in the record, and tell the planner."""
-        try:
-            record = await self.store.get(item.task_id)
-        except SophiaError:
-            return
-        step = by_id(record.plan).get(item.step_id)
-        if record.state in t.TERMINAL or step is None or step.attempt != item.attempt:
-            return  # the task ended, or a newer dispatch of this step exists
-        if any(c.variant == item.variant and (c.commit or c.error) for c in step.candidates):
-            await self._tell_planner(item)  # reported before this delivery: tell again
-            return
-        await self.store.change(
-            item.task_id, lambda r: mark_running(r, item.step_id, item.attempt), if_live=True
+        taken = await take_step(
+            self.bus,
+            self.store,
+            item.task_id,
+            item.step_id,
+            item.attempt,
+            variant=item.variant,
+            reported=lambda step: any(
+                c.variant == item.variant and (c.commit or c.error) for c in step.candidates
+            ),
         )
+        if taken is None:
+            return
+        record, step = taken
         started = time.perf_counter()
         candidate: t.Candidate | None = None
         failure: StepFailed | None = None
@@ -98,9 +99,7 @@ class StepCoder:
             except TaskStopped as exc:
                 failure = StepFailed(exc.reason, exc.message)
             except SophiaError as exc:
-                if isinstance(exc, RetryableError):
-                    raise  # redelivered: a service was away for a moment
-                failure = StepFailed("error", f"the step failed: {exc.description}")
+                failure = StepFailed(*unless_retryable(exc, "the step"))
         if ended.ended:
             return
         seconds = time.perf_counter() - started
@@ -114,14 +113,7 @@ class StepCoder:
             lambda r: _reported(r, item, candidate, failure, seconds),
             if_live=True,
         )
-        await self._tell_planner(item)
-
-    async def _tell_planner(self, item: t.CodeItem) -> None:
-        await self.bus.submit_work(
-            "tasks",
-            t.Advance(task_id=item.task_id, why=f"code {item.step_id} reported"),
-            msg_id=work_id(item.task_id, item.step_id, item.attempt, item.variant) + "-done",
-        )
+        await tell_planner(self.bus, item.task_id, item.step_id, item.attempt, item.variant)
 
     async def _step(self, record: t.TaskRecord, step: t.Step, item: t.CodeItem) -> t.Candidate:
         repo = Path(record.repo)

@@ -117,6 +117,7 @@ class Planner:
             base_commit=base_commit,
             budget_usd=req.budget_usd,
             timeout_s=req.timeout_s,
+            stream_tokens=req.stream_tokens,
             max_rounds=self.settings.tasks_max_rounds,
             created_at=now,
             deadline=now + req.timeout_s,

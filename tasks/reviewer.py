@@ -27,15 +27,15 @@ import msgspec
 from adapters.quality.sandbox import run_tests
 from adapters.quality.tools import run_bandit, run_ruff, run_semgrep
 from bus.client import Bus
-from bus.errors import RetryableError, SophiaError
+from bus.errors import SophiaError
 from bus.schemas import tasks as t
 from tasks import evidence, prompts
 from tasks.calls import TaskStopped, add_timing, ask_model
 from tasks.config import TaskSettings
 from tasks.follow import until_task_ends
-from tasks.plan import by_id, code_steps_before
-from tasks.planner import work_id
-from tasks.store import TaskStore, mark_running
+from tasks.plan import code_steps_before
+from tasks.steps import take_step, tell_planner, unless_retryable
+from tasks.store import TaskStore
 from tasks.worktree import Worktrees, resolve_commit
 
 log = logging.getLogger("sophia.tasks")
@@ -69,19 +69,17 @@ class StepReviewer:
         self.worktrees = worktrees
 
     async def run(self, item: t.ReviewItem) -> None:
-        try:
-            record = await self.store.get(item.task_id)
-        except SophiaError:
-            return
-        step = by_id(record.plan).get(item.step_id)
-        if record.state in t.TERMINAL or step is None or step.attempt != item.attempt:
-            return
-        if step.state in ("done", "failed"):
-            await self._tell_planner(item)
-            return
-        await self.store.change(
-            item.task_id, lambda r: mark_running(r, item.step_id, item.attempt), if_live=True
+        taken = await take_step(
+            self.bus,
+            self.store,
+            item.task_id,
+            item.step_id,
+            item.attempt,
+            reported=lambda step: step.state in ("done", "failed"),
         )
+        if taken is None:
+            return
+        record, step = taken
         started = time.perf_counter()
         review: t.Review | None = None
         stopped: TaskStopped | None = None
@@ -91,23 +89,14 @@ class StepReviewer:
             except TaskStopped as exc:
                 stopped = exc
             except SophiaError as exc:
-                if isinstance(exc, RetryableError):
-                    raise  # redelivered: a service was away for a moment
-                stopped = TaskStopped("error", f"the review failed: {exc.description}")
+                stopped = TaskStopped(*unless_retryable(exc, "the review"))
         if ended.ended:
             return
         seconds = time.perf_counter() - started
         await self.store.change(
             item.task_id, lambda r: _reviewed(r, item, review, stopped, seconds), if_live=True
         )
-        await self._tell_planner(item)
-
-    async def _tell_planner(self, item: t.ReviewItem) -> None:
-        await self.bus.submit_work(
-            "tasks",
-            t.Advance(task_id=item.task_id, why=f"review {item.step_id} reported"),
-            msg_id=work_id(item.task_id, item.step_id, item.attempt) + "-done",
-        )
+        await tell_planner(self.bus, item.task_id, item.step_id, item.attempt)
 
     async def _subjects(self, record: t.TaskRecord, step: t.Step) -> list[Subject]:
         """What to review: the task's branch from its base; in quality, each coder's commit

@@ -129,6 +129,13 @@ class SubmitRequest(msgspec.Struct, kw_only=True):
     base: Ref = "HEAD"
     budget_usd: Annotated[float, msgspec.Meta(gt=0, le=BUDGET_MAX_USD)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=TIMEOUT_MAX_S)] = 1800.0
+    #: stream the model's text as it arrives to ``_INBOX.sophia-task.<task_id>`` (Delta events)
+    stream_tokens: bool = False
+
+
+def token_subject(task_id: str) -> str:
+    """Where a task submitted with ``stream_tokens`` has its model text streamed."""
+    return f"_INBOX.sophia-task.{task_id}"
 
 
 class SubmitResult(msgspec.Struct, kw_only=True):
@@ -241,6 +248,7 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     base_commit: str = ""
     budget_usd: float | None = None
     timeout_s: float = 1800.0
+    stream_tokens: bool = False
     state: State = "queued"
     reason: Reason = ""
     error: str = ""

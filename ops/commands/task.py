@@ -21,6 +21,7 @@ import nats.errors
 
 from bus.config import Settings, load
 from bus.schemas import tasks as t
+from bus.schemas.llm import Delta
 from ops.cli import run_async
 from ops.render import pretty_json, table
 from ops.session import open_bus
@@ -42,6 +43,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--budget", type=float, default=None, metavar="USD")
     parser.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS")
     parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
+    parser.add_argument(
+        "--tokens", action="store_true", help="with --wait: show the model's text as it arrives"
+    )
     parser.add_argument("--state", choices=t.STATES, default=None, help="ls: only this state")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=task_command)
@@ -73,6 +77,7 @@ def task_command(args: argparse.Namespace) -> int:
         base=args.base,
         budget_usd=args.budget,
         timeout_s=args.timeout,
+        stream_tokens=bool(args.tokens and args.wait),
     )
     if not args.wait:
         submitted = run_async(_call, settings, "submit", req, t.SubmitResult)
@@ -94,6 +99,9 @@ async def _submit_and_follow(
     async with open_bus(settings) as bus:
         submitted = await bus.request("tasks", "submit", req, t.SubmitResult)
         print(f"task {submitted.task_id} submitted", file=sys.stderr)
+        tokens = None
+        if req.stream_tokens:
+            tokens = await bus.nc.subscribe(t.token_subject(submitted.task_id), cb=_show_tokens)
         subject = bus.subjects.event("task", submitted.task_id)
         sub = await bus.js.subscribe(subject, ordered_consumer=True)
         deadline = time.monotonic() + timeout + 30
@@ -115,7 +123,17 @@ async def _submit_and_follow(
                     break
         finally:
             await sub.unsubscribe()
+            if tokens is not None:
+                await tokens.unsubscribe()
         return await bus.request("tasks", "get", t.TaskRef(task_id=submitted.task_id), t.TaskRecord)
+
+
+async def _show_tokens(msg: Any) -> None:
+    try:
+        delta = msgspec.json.decode(msg.data, type=Delta)
+    except msgspec.DecodeError:
+        return
+    print(delta.text, end="", file=sys.stderr, flush=True)
 
 
 def event_line(event: t.TaskEvent) -> str:

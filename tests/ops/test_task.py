@@ -25,13 +25,16 @@ async def test_task_wait_shows_progress_then_branch_diff_stat_and_review(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     async with task_stack(settings, monkeypatch, upstream, ScriptedModel()):
-        run = await sophia("task", "add a --json flag", "--repo", str(repo), "--wait")
+        run = await sophia(
+            "task", "add a --json flag", "--repo", str(repo), "--wait", "--tokens"
+        )
         listed = await sophia("task", "ls", "--json")
         task_id = json.loads(listed.out)["tasks"][0]["task_id"]
         shown = await sophia("task", "show", task_id)
         cancelled = await sophia("task", "cancel", task_id)
     assert run.status == 0, run.err
     assert "planning" in run.err and "reviewing" in run.err  # live state changes
+    assert "<<<<<<< SEARCH" in run.err  # the coder's model text, streamed as it arrived
     assert f"branch: sophia/{task_id}" in run.out
     assert "report.py" in run.out and "insertion" in run.out  # the diff stat
     assert "review: approve, accepted" in run.out
