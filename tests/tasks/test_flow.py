@@ -311,3 +311,86 @@ async def test_second_task_plans_with_the_first_tasks_lesson(
     second_plan = prompt_text(model.asked("plan")[1])
     assert "Lessons from earlier tasks" in second_plan
     assert "add a --json flag to report" in second_plan
+
+
+async def test_the_same_findings_twice_in_a_row_end_the_task_as_a_loop(
+    settings: Settings,
+    bus: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: OpenAIUpstream,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    same = json.dumps(
+        {
+            "verdict": "request_changes",
+            "findings": [
+                {
+                    "file": "report.py",
+                    "line": 11,
+                    "severity": "low",
+                    "message": "rename rows",
+                    "evidence": "for row in rows:",
+                }
+            ],
+            "covered": ["report.py"],
+        }
+    )
+    model = ScriptedModel(edits=deque([JSON_EDIT, FIX_EDIT]), reviews=deque([same]))
+    async with task_stack(
+        settings, monkeypatch, upstream, model, env={"SOPHIA_TASKS_MAX_ROUNDS": "5"}
+    ):
+        record = await wait_done(bus, await submit(bus, repo))
+    assert record.state == "failed" and record.reason == "loop", (record.reason, record.error)
+    assert record.round == 1  # ended at the second identical review, not after five rounds
+    assert [f.message for f in record.findings] == ["rename rows"]
+
+
+async def test_the_same_failing_edit_twice_ends_the_step_early(
+    settings: Settings,
+    bus: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: OpenAIUpstream,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    wrong = (
+        "report.py\n```python\n<<<<<<< SEARCH\ndef render(rows):\n=======\n"
+        "def render(rows, x):\n>>>>>>> REPLACE\n```\n"
+    )
+    model = ScriptedModel(edits=deque([wrong]))
+    async with task_stack(
+        settings, monkeypatch, upstream, model, env={"SOPHIA_TASKS_MAX_ROUNDS": "0"}
+    ):
+        record = await wait_done(bus, await submit(bus, repo, pattern="fast"))
+    assert record.state == "failed" and record.reason == "loop", (record.reason, record.error)
+    asked = model.asked("code")
+    assert len(asked) == 2  # the second identical failure ended it; no third ask
+    retry = prompt_text(asked[1])
+    assert "did you mean" in retry.lower() or "closest" in retry.lower()
+    assert "def report(rows):" in retry  # the real lines were shown
+    assert git(repo, "branch", "--list", "sophia/*").strip()  # a branch, but no commit on it
+    assert record.commits == []
+
+
+async def test_an_edit_that_breaks_the_syntax_goes_back_with_the_error(
+    settings: Settings,
+    bus: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: OpenAIUpstream,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    broken = JSON_EDIT.replace("if as_json:", "if as_json")
+    repair = (
+        "report.py\n```python\n<<<<<<< SEARCH\n    if as_json\n=======\n    if as_json:\n"
+        ">>>>>>> REPLACE\n```\n"
+    )
+    model = ScriptedModel(edits=deque([broken, repair]))
+    async with task_stack(settings, monkeypatch, upstream, model):
+        record = await wait_done(bus, await submit(bus, repo, pattern="fast"))
+    assert record.state == "done", (record.reason, record.error)
+    second = prompt_text(model.asked("code")[1])
+    assert "adds these problems" in second and "report.py" in second
+    assert len(record.commits) == 1  # one commit for the step, with the repaired file
+    assert "if as_json:" in git(repo, "show", f"{record.branch}:report.py")
