@@ -73,9 +73,19 @@ class SemanticCache:
         self.misses = 0
 
     async def put(
-        self, model: str, prompt: str, response: str, ttl_s: float | None, scope: str = ""
+        self,
+        model: str,
+        prompt: str,
+        response: str,
+        ttl_s: float | None,
+        scope: str = "",
+        *,
+        semantic: bool = True,
     ) -> CachePutResult:
         """Remember ``response`` for ``prompt`` on ``model`` in ``scope`` for ``ttl_s`` seconds.
+
+        ``semantic`` False: only exact lookups will ask for it, so it is not embedded (no
+        vector: a lookup by meaning never finds it).
 
         Raises PayloadTooLargeError naming ``response`` when no lookup reply could carry it.
         """
@@ -85,15 +95,16 @@ class SemanticCache:
         ttl = self.ttl_s if ttl_s is None else ttl_s
         now = time.time()
         ident = entry_id(model, scope, prompt)
-        vector = await self.embedder.embed_one(prompt)
         await self.facts.cache_put(ident, CachedCall(model, scope, prompt, response), now + ttl)
-        payload = {
-            "ns": space(model, scope),
-            "kind": "cache",
-            "created_at": now,
-            "model": self.embedder.model_id,
-        }
-        await self.vectors.upsert([VectorPoint(ident, vector, payload)])
+        if semantic:
+            vector = await self.embedder.embed_one(prompt)
+            payload = {
+                "ns": space(model, scope),
+                "kind": "cache",
+                "created_at": now,
+                "model": self.embedder.model_id,
+            }
+            await self.vectors.upsert([VectorPoint(ident, vector, payload)])
         await self.hot.set(keys.cache_entry(ident), response.encode(), min(ttl, self.ttl_s))
         return CachePutResult(id=ident, expires_at=now + ttl)
 

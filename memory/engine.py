@@ -262,4 +262,6 @@ class MemoryEngine:
         max_bytes = self.settings.max_text_bytes
         prompt = v.within_bytes(req.prompt, "prompt", max_bytes)
         response = v.within_bytes(req.response, "response", max_bytes)
-        return await self.cache.put(req.model, prompt, response, req.ttl_s, req.scope)
+        return await self.cache.put(
+            req.model, prompt, response, req.ttl_s, req.scope, semantic=req.semantic
+        )

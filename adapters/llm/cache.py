@@ -131,7 +131,12 @@ class CallCache:
 
     async def _share(self, key: CacheKey, text: str) -> None:
         request = CachePutRequest(
-            model=key.model, prompt=key.prompt, response=text, scope=key.partition, ttl_s=self.ttl_s
+            model=key.model,
+            prompt=key.prompt,
+            response=text,
+            scope=key.partition,
+            ttl_s=self.ttl_s,
+            semantic=key.semantic,  # plan, code, review: exact only, nothing to embed
         )
         await self._ask("cache.put", request, CachePutResult)
 

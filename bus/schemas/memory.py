@@ -257,6 +257,8 @@ class CachePutRequest(msgspec.Struct, kw_only=True):
     response: OptionalText
     ttl_s: TtlSeconds | None = None  # None: the configured default
     scope: Scope = ""
+    #: False: only an exact lookup will ever ask for it, so it is not embedded
+    semantic: bool = True
 
 
 class CachePutResult(msgspec.Struct, kw_only=True):

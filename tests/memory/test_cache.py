@@ -168,3 +168,13 @@ async def test_postgres_upgrades_an_old_cache_table_and_keeps_its_entries(
         await tier.close()
     assert old == CachedCall("m", "", "", "old answer")
     assert new == CachedCall("m", "s1", "p", "r")
+
+
+async def test_cache_put_for_exact_lookups_only_is_not_embedded(engine: MemoryEngine) -> None:
+    await engine.cache_put(
+        s.CachePutRequest(model="m", prompt=COLUMN, response="ALTER TABLE", semantic=False)
+    )
+    exact = await lookup(engine, COLUMN, semantic=False)
+    by_meaning = await lookup(engine, COLUMN_AGAIN, threshold=0.01)
+    assert exact.hit and exact.response == "ALTER TABLE"
+    assert not by_meaning.hit  # no vector was stored for it
