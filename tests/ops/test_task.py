@@ -25,9 +25,7 @@ async def test_task_wait_shows_progress_then_branch_diff_stat_and_review(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     async with task_stack(settings, monkeypatch, upstream, ScriptedModel()):
-        run = await sophia(
-            "task", "add a --json flag", "--repo", str(repo), "--wait", "--tokens"
-        )
+        run = await sophia("task", "add a --json flag", "--repo", str(repo), "--wait", "--tokens")
         listed = await sophia("task", "ls", "--json")
         task_id = json.loads(listed.out)["tasks"][0]["task_id"]
         shown = await sophia("task", "show", task_id)
