@@ -32,6 +32,7 @@ from bus.client import Bus
 from bus.errors import BadRequestError, NotFoundError, SophiaError
 from bus.schemas import memory as m
 from bus.schemas import tasks as t
+from bus.schemas.llm import Message
 from bus.topology import DUPLICATE_WINDOW_S
 from memory.redact import redact
 from tasks import plan as plans
@@ -187,10 +188,12 @@ class Planner:
         if record.state != "planning":
             return record
         repo = Path(record.repo)
-        lessons, code = await self._context(record)
-        if record.pattern == "fast":
+        lessons: list[str] = []
+        code: list[str] = []
+        if record.pattern == "fast":  # no plan request, so no context to put in one
             steps = plans.fast_plan(record.goal)
         else:
+            lessons, code = await self._context(record)
             the_map = await anyio.to_thread.run_sync(lambda: repo_map(repo, max_chars=8_000))
             messages = prompts.plan_messages(record.goal, the_map, lessons, code)
             steps = await self._ask_plan(record, messages)
@@ -209,7 +212,7 @@ class Planner:
 
         return await self.store.change(record.task_id, planned, if_live=True)
 
-    async def _ask_plan(self, record: t.TaskRecord, messages: list) -> list[t.Step]:
+    async def _ask_plan(self, record: t.TaskRecord, messages: list[Message]) -> list[t.Step]:
         """The model's plan, validated; one more ask with the problem when it breaks a rule."""
         schema = t.schema_of(t.Plan)
         problem = ""
@@ -217,7 +220,7 @@ class Planner:
             asked = list(messages)
             if problem:
                 asked.append(
-                    prompts.Message(
+                    Message(
                         role="user",
                         content=f"That plan was refused: {problem}. Answer with a corrected plan.",
                     )

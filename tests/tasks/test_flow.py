@@ -394,3 +394,22 @@ async def test_an_edit_that_breaks_the_syntax_goes_back_with_the_error(
     assert "adds these problems" in second and "report.py" in second
     assert len(record.commits) == 1  # one commit for the step, with the repaired file
     assert "if as_json:" in git(repo, "show", f"{record.branch}:report.py")
+
+
+async def test_a_plan_that_breaks_the_rules_twice_fails_the_task_naming_the_rule(
+    settings: Settings,
+    bus: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: OpenAIUpstream,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    cyclic = plan(code_step("a", depends_on=["b"]), code_step("b", depends_on=["a"]))
+    model = ScriptedModel(plans=deque([cyclic]))
+    async with task_stack(settings, monkeypatch, upstream, model):
+        record = await wait_done(bus, await submit(bus, repo))
+    assert record.state == "failed" and record.reason == "plan_invalid"
+    assert "cycle" in record.error
+    asked = model.asked("plan")
+    assert len(asked) == 2 and "cycle" in prompt_text(asked[1])  # asked once more, with why
+    assert model.asked("code") == []
