@@ -413,3 +413,37 @@ async def test_a_plan_that_breaks_the_rules_twice_fails_the_task_naming_the_rule
     asked = model.asked("plan")
     assert len(asked) == 2 and "cycle" in prompt_text(asked[1])  # asked once more, with why
     assert model.asked("code") == []
+
+
+async def test_a_large_diff_is_split_across_review_calls_and_all_of_it_is_covered(
+    settings: Settings,
+    bus: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: OpenAIUpstream,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    body = "".join(
+        f"VALUE_{i} = {i}  # a constant with a long comment to fill\n" for i in range(40)
+    )
+    new_files = "".join(
+        f"{name}\n```python\n<<<<<<< SEARCH\n=======\n{body}>>>>>>> REPLACE\n```\n"
+        for name in ("one.py", "two.py")
+    )
+
+    def covering_what_it_saw(request: dict) -> str:
+        text = prompt_text(request)
+        seen = [f for f in ("one.py", "two.py") if f"+++ b/{f}" in text]
+        return review(covered=seen)
+
+    model = ScriptedModel(edits=deque([new_files]), reviews=deque([covering_what_it_saw]))
+    async with task_stack(
+        settings, monkeypatch, upstream, model, env={"SOPHIA_TASKS_REVIEW_CHARS": "2500"}
+    ):
+        record = await wait_done(bus, await submit(bus, repo))
+    assert record.state == "done", (record.reason, record.error)
+    assert record.review is not None and record.review.calls == 2
+    assert record.review.covered == ["one.py", "two.py"] and record.review.uncovered == []
+    parts = [prompt_text(r) for r in model.asked("review")]
+    assert all("part" in p for p in parts)
+    assert sum(p.count("+VALUE_") for p in parts) == 80  # every added line reached a reviewer
