@@ -28,3 +28,4 @@ bench:
 	.venv/bin/python bench/edge.py
 	.venv/bin/python bench/cache_quality.py
 	.venv/bin/python bench/gateway.py
+	.venv/bin/python bench/tasks.py

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import msgspec
 
 from adapters.quality.sandbox import run_tests
@@ -128,8 +130,15 @@ class StepReviewer:
         subject.changed = await wt.changed_files(subject.tree, subject.base, subject.commit)
         subject.diff = await wt.diff(subject.tree, subject.base, subject.commit)
         python = [f for f in subject.changed if f.endswith(".py")]
-        for run in (run_ruff, run_bandit, run_semgrep):
-            subject.tools.append(await run(subject.tree, python))
+        runs: list[t.ToolRunRecord | None] = [None, None, None]
+
+        async def run_one(slot: int, tool: Callable[..., Awaitable[t.ToolRunRecord]]) -> None:
+            runs[slot] = await tool(subject.tree, python)
+
+        async with anyio.create_task_group() as tg:  # separate processes: side by side
+            for slot, tool in enumerate((run_ruff, run_bandit, run_semgrep)):
+                tg.start_soon(run_one, slot, tool)
+        subject.tools.extend(run for run in runs if run is not None)
         if self.settings.tasks_run_tests:
             tests = await run_tests(
                 subject.tree,
