@@ -151,7 +151,8 @@ class WaitRequest(msgspec.Struct, kw_only=True):
     ``progress_subject`` (an inbox) as :class:`TaskProgress`."""
 
     task_id: TaskId
-    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 600.0
+    #: below the edge's call timeout (SOPHIA_EDGE_CALL_TIMEOUT_S, 60 s): an editor waits in turns
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 50.0
     progress_subject: Subject = ""
 
 
