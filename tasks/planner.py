@@ -141,11 +141,27 @@ class Planner:
     async def _end(
         self, task_id: str, change: Callable[[t.TaskRecord], t.TaskRecord]
     ) -> t.TaskRecord:
-        """Apply ``change``; when it ends the task, the outcome goes to memory first, so the
-        final record already names its lessons."""
-        preview = change(await self.store.get(task_id))
-        ids = await self._remember(preview) if preview.state in t.TERMINAL else []
-        return await self.store.change(task_id, _with_lessons(change, ids), if_live=True)
+        """Apply ``change``; when it ends the task, the outcome then goes to memory and its
+        item ids into the record's ``lessons`` (a planner that dies in between leaves that to
+        the next advance of the task, see :meth:`advance`)."""
+        before: list[t.TaskRecord] = []
+
+        def applied(current: t.TaskRecord) -> t.TaskRecord:
+            before[:] = [current]
+            return change(current)
+
+        record = await self.store.change(task_id, applied, if_live=True)
+        if record.state in t.TERMINAL and before and before[0].state not in t.TERMINAL:
+            record = await self._store_lessons(record)
+        return record
+
+    async def _store_lessons(self, record: t.TaskRecord) -> t.TaskRecord:
+        ids = await self._remember(record)
+        if not ids:
+            return record
+        return await self.store.change(
+            record.task_id, lambda r: msgspec.structs.replace(r, lessons=ids)
+        )
 
     # ---- the state machine ----------------------------------------------------------------
 
@@ -157,6 +173,8 @@ class Planner:
         except NotFoundError:
             return
         if record.state in t.TERMINAL:
+            if not record.lessons:  # the planner that ended it died before storing them
+                await self._store_lessons(record)
             return
         try:
             if time.time() > record.deadline:
@@ -524,18 +542,6 @@ def _finish_fields(record: t.TaskRecord, steps: list[t.Step], now: float) -> dic
         "commits": commits,
         "timings": {**record.timings, "total_s": round(now - record.created_at, 6)},
     }
-
-
-def _with_lessons(
-    change: Callable[[t.TaskRecord], t.TaskRecord], ids: list[str]
-) -> Callable[[t.TaskRecord], t.TaskRecord]:
-    def changed(current: t.TaskRecord) -> t.TaskRecord:
-        new = change(current)
-        if ids and new.state in t.TERMINAL and current.state not in t.TERMINAL:
-            return msgspec.structs.replace(new, lessons=ids)
-        return new
-
-    return changed
 
 
 def _ended(record: t.TaskRecord, state: str, reason: str, message: str) -> t.TaskRecord:
