@@ -32,7 +32,7 @@ from adapters.quality.tools import (
     ruff_records,
     run_ruff,
 )
-from bus.schemas.tasks import ToolFindingRecord
+from bus.schemas.tasks import ToolFindingRecord, ToolRunRecord
 
 log = logging.getLogger("sophia.quality")
 
@@ -130,23 +130,29 @@ async def new_problems(root: Path, before: Mapping[str, str | None]) -> list[Too
     if not files:
         return syntax
 
-    after = await run_ruff(root, files, timeout_s=RUFF_TIMEOUT_S)
-    if not after.ran or (not after.ok and not after.findings):
-        log.warning("lint_delta_ruff_failed", extra={"note": after.note})
-        return syntax
     argv = ruff_argv(root, files)
-    assert argv is not None  # ruff ran just now
-
+    if argv is None:
+        log.warning("lint_delta_ruff_failed", extra={"note": "ruff is not installed"})
+        return syntax
     counts: dict[str, Counter[tuple[str, str]] | None] = {}
+    runs: list[ToolRunRecord] = []
     limiter = anyio.CapacityLimiter(CONCURRENCY)
 
     async def count(path: str, content: str) -> None:
         counts[path] = await _ruff_before(root, argv, path, content, limiter)
 
-    async with anyio.create_task_group() as tg:
+    async def lint_after() -> None:
+        runs.append(await run_ruff(root, files, timeout_s=RUFF_TIMEOUT_S))
+
+    async with anyio.create_task_group() as tg:  # before and after side by side
+        tg.start_soon(lint_after)
         for path, content in by_path.items():
             if content is not None:
                 tg.start_soon(count, path, content)
+    after = runs[0]
+    if not after.ran or (not after.ok and not after.findings):
+        log.warning("lint_delta_ruff_failed", extra={"note": after.note})
+        return syntax
 
     added: list[ToolFindingRecord] = []
     seen: Counter[tuple[str, str, str]] = Counter()
