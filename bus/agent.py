@@ -175,7 +175,12 @@ class Agent:
             self.link.on_back(self._consumer.reset_pulls)
             tg.start_soon(self._consumer.run)
         self._srv_subs = await self._identity.answer(self.nc)
-        await self.nc.flush()
+        try:
+            await self.nc.flush()
+        except nats.errors.Error:
+            if not self._lost:
+                raise
+            # the connection ended while the agent started: run() stops and says so
 
     def _dispatcher(
         self, spec: EndpointSpec, stats: EndpointStats, handler: EndpointHandler

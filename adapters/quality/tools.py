@@ -28,7 +28,7 @@ import posixpath
 import shutil
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -234,6 +234,27 @@ async def run_ruff(root: Path, files: Sequence[str], *, timeout_s: float = 60) -
     )
 
 
+def as_records(
+    tool: str, rows: Iterable[tuple[str, int, str, Any, str, str]]
+) -> list[ToolFindingRecord]:
+    """Numbered findings of ``tool`` from (file, line, code, column, message, severity) rows."""
+    return number(
+        [
+            ToolFindingRecord(
+                id="",
+                tool=tool,
+                file=file,
+                line=line,
+                code=code,
+                message=message,
+                severity=severity,
+            )
+            for file, line, code, _, message, severity in rows
+        ],
+        tool,
+    )
+
+
 async def run_bandit(root: Path, files: Sequence[str], *, timeout_s: float = 120) -> ToolRunRecord:
     """Bandit on the existing ``.py`` files among ``files``: findings ``bandit-1``..., their
     severity bandit's ``issue_severity`` lower-cased (``undefined`` → ``info``)."""
@@ -264,21 +285,7 @@ async def run_bandit(root: Path, files: Sequence[str], *, timeout_s: float = 120
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return _failed("bandit", done, f"bandit exited {done.returncode} ({exc})")
-    findings = number(
-        [
-            ToolFindingRecord(
-                id="",
-                tool="bandit",
-                file=file,
-                line=line,
-                code=code,
-                message=message,
-                severity=severity,
-            )
-            for file, line, code, _, message, severity in rows
-        ],
-        "bandit",
-    )
+    findings = as_records("bandit", rows)
     note = "; ".join(
         f"not scanned: {relative(root, str(e.get('filename', '')))}: {e.get('reason', '')}"
         for e in errors
@@ -343,21 +350,7 @@ async def run_semgrep(
         return _failed("semgrep", done, f"semgrep exited {done.returncode} ({exc})")
     if done.returncode not in (0, 1) and not results:
         return _failed("semgrep", done, f"semgrep exited {done.returncode}")
-    findings = number(
-        [
-            ToolFindingRecord(
-                id="",
-                tool="semgrep",
-                file=file,
-                line=line,
-                code=code,
-                message=message,
-                severity=severity,
-            )
-            for file, line, code, _, message, severity in rows
-        ],
-        "semgrep",
-    )
+    findings = as_records("semgrep", rows)
     note = "; ".join(str(e.get("message", e.get("type", "error")))[:300] for e in errors[:5])
     return ToolRunRecord(
         tool="semgrep",
