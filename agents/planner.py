@@ -28,6 +28,7 @@ from tasks.config import load_tasks
 from tasks.plan import progress
 
 if TYPE_CHECKING:
+    from tasks.deadlines import Deadlines
     from tasks.planner import Planner
     from tasks.store import TaskStore
 
@@ -42,13 +43,15 @@ class PlannerAgent(Agent, name="tasks"):
 
     planner: Planner
     store: TaskStore
+    deadlines: Deadlines
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
         self.task_settings = load_tasks()
-        self._background = TaskSet(1)
+        self._background = TaskSet(2)
 
     async def setup(self) -> None:
+        from tasks.deadlines import Deadlines
         from tasks.planner import Planner
         from tasks.store import TaskStore
         from tasks.worktree import Worktrees
@@ -57,18 +60,22 @@ class PlannerAgent(Agent, name="tasks"):
         self.planner = Planner(
             self.bus, self.store, self.task_settings, Worktrees(self.settings.home_path)
         )
+        self.deadlines = Deadlines(self.store.records.kv)
+        self._background.start(self.deadlines.run())
         self._background.start(self._watchdog())
 
     async def teardown(self) -> None:
         await self._background.cancel_all()
 
     async def _watchdog(self) -> None:
+        """Stop every live task past its deadline (reason ``timeout``), every WATCHDOG_S."""
         while True:
             await anyio.sleep(WATCHDOG_S)
-            try:
-                await self.planner.expire_overdue()
-            except SophiaError as exc:
-                log.warning("task_watchdog_failed", extra={"code": exc.code})
+            for task_id in self.deadlines.overdue(time.time()):
+                try:
+                    await self.planner.stop(task_id, "timeout", "the task ran past its timeout_s")
+                except SophiaError as exc:
+                    log.warning("task_watchdog_failed", extra={"code": exc.code})
 
     @work
     async def advance(self, item: t.Advance) -> None:

@@ -478,17 +478,6 @@ class Planner:
                 )
         return []
 
-    # ---- the watchdog ---------------------------------------------------------------------
-
-    async def expire_overdue(self) -> int:
-        """End every live task past its deadline (reason ``timeout``); returns how many."""
-        ended = 0
-        for record in await self.store.list(10_000):
-            if record.state not in t.TERMINAL and time.time() > record.deadline:
-                await self.stop(record.task_id, "timeout", "the task ran past its timeout_s")
-                ended += 1
-        return ended
-
 
 def _failing_tests(review: t.Review) -> list[str]:
     return [f.id for run in review.tools if run.tool == "pytest" for f in run.findings]

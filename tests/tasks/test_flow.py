@@ -453,3 +453,17 @@ async def test_a_large_diff_is_split_across_review_calls_and_all_of_it_is_covere
     parts = [prompt_text(r) for r in model.asked("review")]
     assert all("part" in p for p in parts)
     assert sum(p.count("+VALUE_") for p in parts) == 80  # every added line reached a reviewer
+
+
+async def test_a_task_nobody_works_on_is_stopped_by_the_watchdog_at_its_deadline(
+    settings: Settings,
+    bus: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: OpenAIUpstream,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    async with task_stack(settings, monkeypatch, upstream, ScriptedModel(), coders=0):
+        record = await wait_done(bus, await submit(bus, repo, pattern="fast", timeout_s=1.5), 20)
+    assert record.state == "failed" and record.reason == "timeout"
+    assert record.plan[0].state == "dispatched"  # no coder took it: only the watchdog saw time
