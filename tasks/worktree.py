@@ -370,7 +370,8 @@ class Worktrees:
                 raise ConflictError("branch: checked out in another worktree")
             if _exists(path):
                 await _rmtree(path)
-            await git(repo, "worktree", "prune", timeout_s=60)
+            if here is not None or any(e.prunable for e in entries):
+                await git(repo, "worktree", "prune", timeout_s=60)
             _mkdir(path.parent)
             if await _branch_sha(repo, branch) is not None:
                 await git(repo, "worktree", "add", str(path), branch, timeout_s=ADD_TIMEOUT_S)
@@ -512,10 +513,10 @@ class Worktrees:
         if not clean or clean.startswith("/") or ".." in clean.split("/") or "\x00" in clean:
             return None
         spec = f"{_no_option('commit', commit)}:{clean}"
-        kind = await _run(repo, ("cat-file", "-t", spec), timeout_s=30)
-        if kind.returncode != 0 or kind.stdout.strip() != b"blob":
+        found = await _run(repo, ("cat-file", "blob", spec), timeout_s=60)
+        if found.returncode != 0:  # no such path there, or a directory
             return None
-        return await git(repo, "cat-file", "blob", spec, timeout_s=60)
+        return found.stdout.decode("utf-8", errors="replace")
 
     @asynccontextmanager
     async def scratch(self, repo: Path, commit: str) -> AsyncIterator[Path]:
@@ -540,11 +541,14 @@ class Worktrees:
 
     async def _drop(self, repo: Path, path: Path) -> None:
         async with self._lock():
+            removed = False
             if _is_worktree(path):
-                await _run(repo, ("worktree", "remove", "--force", str(path)), timeout_s=120)
+                done = await _run(repo, ("worktree", "remove", "--force", str(path)), timeout_s=120)
+                removed = done.returncode == 0
             if _exists(path):
                 await _rmtree(path)
-            await _run(repo, ("worktree", "prune"), timeout_s=60)
+            if not removed:  # git may still list it: forget what has no directory
+                await _run(repo, ("worktree", "prune"), timeout_s=60)
 
     async def set_branch(self, repo: Path, branch: str, commit: str) -> None:
         """Point ``branch`` at ``commit``, and bring its worktree's files there if it has one.
