@@ -76,13 +76,17 @@ class Records(Generic[T]):
         """Apply ``change`` to the current record (None when absent) and store the result.
 
         ``change`` may run more than once, so it must be pure; an exception it raises ends
-        the update with nothing written. After the n-th lost race it sleeps a random time
+        the update with nothing written, and when it returns the very record it was given,
+        nothing is written either (the stored record and its revision come back). After the
+        n-th lost race it sleeps a random time
         below ``n * backoff_s``. Returns the stored record and its revision. Raises
         ConflictError after ``attempts`` lost races (a hot key with many writers needs more).
         """
         for attempt in range(attempts):
             current = await self._read(key)
             record = change(current[0] if current else None)
+            if current is not None and record is current[0]:
+                return current  # unchanged: no write, no new revision
             payload = codec.encode(record)
             try:
                 if current is None:

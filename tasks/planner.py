@@ -131,29 +131,24 @@ class Planner:
         return t.SubmitResult(task_id=task_id)
 
     async def cancel(self, task_id: str) -> t.CancelResult:
-        before = await self.store.get(task_id)
-        record = await self._end(
+        record, ended_now = await self._end(
             task_id, lambda r: _ended(r, "cancelled", "cancelled", "cancelled by request")
         )
-        ended_now = before.state not in t.TERMINAL and record.state == "cancelled"
         return t.CancelResult(task_id=task_id, state=record.state, cancelled=ended_now)
 
     async def _end(
         self, task_id: str, change: Callable[[t.TaskRecord], t.TaskRecord]
-    ) -> t.TaskRecord:
-        """Apply ``change``; when it ends the task, the outcome then goes to memory and its
-        item ids into the record's ``lessons`` (a planner that dies in between leaves that to
-        the next advance of the task, see :meth:`advance`)."""
-        before: list[t.TaskRecord] = []
-
-        def applied(current: t.TaskRecord) -> t.TaskRecord:
-            before[:] = [current]
-            return change(current)
-
-        record = await self.store.change(task_id, applied, if_live=True)
-        if record.state in t.TERMINAL and before and before[0].state not in t.TERMINAL:
+    ) -> tuple[t.TaskRecord, bool]:
+        """Apply ``change`` to the live task; returns the record and whether this ended it.
+        When it did, the outcome then goes to memory and its item ids into the record's
+        ``lessons`` (a planner that dies in between leaves that to the next advance of the
+        task, see :meth:`advance`)."""
+        old, record = await self.store.change_from(task_id, change, if_live=True)
+        ended_now = old is not None and old.state not in t.TERMINAL
+        ended_now = ended_now and record.state in t.TERMINAL
+        if ended_now:
             record = await self._store_lessons(record)
-        return record
+        return record, ended_now
 
     async def _store_lessons(self, record: t.TaskRecord) -> t.TaskRecord:
         ids = await self._remember(record)
@@ -301,7 +296,7 @@ class Planner:
             decision[:] = [made]
             return made.record
 
-        record = await self._end(record.task_id, decide)
+        record, _ = await self._end(record.task_id, decide)
         if not decision or record.state in t.TERMINAL:
             return
         made = decision[0]

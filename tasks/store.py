@@ -78,12 +78,15 @@ def events_between(old: TaskRecord | None, new: TaskRecord) -> list[TaskEvent]:
 
 
 def mark_running(record: TaskRecord, step_id: str, attempt: int) -> TaskRecord:
-    """``record`` with that attempt of the step taken by an agent (when it was dispatched)."""
+    """``record`` with that attempt of the step taken by an agent (when it was dispatched;
+    else ``record`` itself, so nothing is written)."""
     steps = [msgspec.structs.replace(s) for s in record.plan]
+    taken = False
     for step in steps:
         if step.id == step_id and step.attempt == attempt and step.state == "dispatched":
             step.state = "running"
-    return msgspec.structs.replace(record, plan=steps)
+            taken = True
+    return msgspec.structs.replace(record, plan=steps) if taken else record
 
 
 class TaskStore:
@@ -120,25 +123,37 @@ class TaskStore:
         ``if_live``: leave a task that has ended as it is. Raises NotFoundError, and what
         ``change`` raises (nothing written then).
         """
-        before: list[TaskRecord | None] = [None]
+        return (await self.change_from(task_id, change, create=create, if_live=if_live))[1]
+
+    async def change_from(
+        self,
+        task_id: str,
+        change: Callable[[TaskRecord], TaskRecord],
+        *,
+        create: bool = False,
+        if_live: bool = False,
+    ) -> tuple[TaskRecord | None, TaskRecord]:
+        """:meth:`change`, returning the record as it was just before (None: created now)
+        and as it is now; the same object twice when nothing changed (nothing written)."""
+        seen: list[tuple[TaskRecord | None, list[TaskEvent]]] = []
 
         def apply(current: TaskRecord | None) -> TaskRecord:
             if current is None and not create:
                 raise NotFoundError(f"task {task_id}: no such task")
-            before[0] = current
+            seen[:] = [(current, [])]
             if current is not None and if_live and current.state in TERMINAL:
                 return current
             new = change(current)  # type: ignore[arg-type]  # None only with create
             if new is current:
                 return current
             events = events_between(current, new)
+            seen[:] = [(current, events)]
             return msgspec.structs.replace(new, seq=(current.seq if current else 0) + len(events))
 
         record, _ = await self.records.update(task_id, apply, attempts=CHANGE_ATTEMPTS)
-        old = before[0]
-        if old is not record:
-            await self._publish(events_between(old, record))
-        return record
+        old, events = seen[0]
+        await self._publish(events)
+        return old, record
 
     async def _publish(self, events: list[TaskEvent]) -> None:
         for event in events:

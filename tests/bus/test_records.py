@@ -94,3 +94,11 @@ async def test_buckets_exist_and_only_sessions_expire(bus: Bus) -> None:
         subjects.sessions_bucket: 24 * 3600,
         subjects.config_bucket: None,
     }
+
+
+async def test_records_update_that_returns_the_record_unchanged_writes_nothing(bus: Bus) -> None:
+    tasks = await Records.tasks(bus, TaskRecord)
+    _, written = await tasks.update("t-same", add_step("plan"))
+    same, revision = await tasks.update("t-same", lambda current: current)  # type: ignore[arg-type,return-value]
+    assert revision == written and same.notes == ["plan"]
+    assert (await tasks.get("t-same"))[1] == written  # no new revision in the bucket
