@@ -37,8 +37,15 @@ class TaskStopped(Exception):
 
 
 def add_timing(record: TaskRecord, name: str, seconds: float) -> dict[str, float]:
+    """``record``'s timings with ``seconds`` added to ``name``."""
+    return add_timings(record, {name: seconds})
+
+
+def add_timings(record: TaskRecord, seconds: dict[str, float]) -> dict[str, float]:
+    """``record``'s timings with each of ``seconds`` added to its name."""
     timings = dict(record.timings)
-    timings[name] = round(timings.get(name, 0.0) + seconds, 6)
+    for name, more in seconds.items():
+        timings[name] = round(timings.get(name, 0.0) + more, 6)
     return timings
 
 

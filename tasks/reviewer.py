@@ -32,7 +32,7 @@ from bus.client import Bus
 from bus.errors import SophiaError
 from bus.schemas import tasks as t
 from tasks import evidence, prompts
-from tasks.calls import TaskStopped, add_timing, ask_model
+from tasks.calls import TaskStopped, add_timings, ask_model
 from tasks.config import TaskSettings
 from tasks.follow import until_task_ends
 from tasks.plan import code_steps_before
@@ -55,6 +55,7 @@ class Subject:
     diff: str = ""
     tools: list[t.ToolRunRecord] = field(default_factory=list)
     gate: list[t.Finding] = field(default_factory=list)  # findings that fail the gate
+    tools_s: float = 0.0  # wall time of its tool runs (the tests at base included)
 
     @property
     def tool_ids(self) -> set[str]:
@@ -85,9 +86,10 @@ class StepReviewer:
         started = time.perf_counter()
         review: t.Review | None = None
         stopped: TaskStopped | None = None
+        tools_s = 0.0
         async with until_task_ends(self.store, item.task_id, record.deadline) as ended:
             try:
-                review = await self._review(record, step)
+                review, tools_s = await self._review(record, step)
             except TaskStopped as exc:
                 stopped = exc
             except SophiaError as exc:
@@ -96,7 +98,9 @@ class StepReviewer:
             return
         seconds = time.perf_counter() - started
         await self.store.change(
-            item.task_id, lambda r: _reviewed(r, item, review, stopped, seconds), if_live=True
+            item.task_id,
+            lambda r: _reviewed(r, item, review, stopped, seconds, tools_s),
+            if_live=True,
         )
         await tell_planner(self.bus, item.task_id, item.step_id, item.attempt)
 
@@ -111,24 +115,27 @@ class StepReviewer:
         head = await resolve_commit(Path(record.repo), f"refs/heads/{record.branch}")
         return [Subject("", record.base_commit, head)]
 
-    async def _review(self, record: t.TaskRecord, step: t.Step) -> t.Review:
+    async def _review(self, record: t.TaskRecord, step: t.Step) -> tuple[t.Review, float]:
+        """The settled review, and the seconds its tool runs took."""
         repo = Path(record.repo)
         subjects = await self._subjects(record, step)
         if not subjects:
-            return t.Review(verdict="request_changes", accepted=False, note="nothing to review")
+            nothing = t.Review(verdict="request_changes", accepted=False, note="nothing to review")
+            return nothing, 0.0
         async with AsyncExitStack() as stack:
             for subject in subjects:
                 subject.tree = await stack.enter_async_context(
                     self.worktrees.scratch(repo, subject.commit)
                 )
                 await self._run_tools(record, subject)
-            return await self._judge(record, subjects)
+            review = await self._judge(record, subjects)
+        return review, sum(s.tools_s for s in subjects)
 
     async def _run_tools(self, record: t.TaskRecord, subject: Subject) -> None:
-        started = time.perf_counter()
         wt = self.worktrees
         subject.changed = await wt.changed_files(subject.tree, subject.base, subject.commit)
         subject.diff = await wt.diff(subject.tree, subject.base, subject.commit)
+        started = time.perf_counter()
         python = [f for f in subject.changed if f.endswith(".py")]
         runs: list[t.ToolRunRecord | None] = [None, None, None]
 
@@ -148,12 +155,7 @@ class StepReviewer:
             subject.tools.append(tests)
             if tests.ran and not tests.ok:
                 subject.gate = await self._new_failures(record, subject, tests)
-        await self.store.change(
-            record.task_id,
-            lambda r: msgspec.structs.replace(
-                r, timings=add_timing(r, "tools_s", time.perf_counter() - started)
-            ),
-        )
+        subject.tools_s = time.perf_counter() - started
 
     async def _new_failures(
         self, record: t.TaskRecord, subject: Subject, tests: t.ToolRunRecord
@@ -305,6 +307,7 @@ def _reviewed(
     review: t.Review | None,
     stopped: TaskStopped | None,
     seconds: float,
+    tools_s: float,
 ) -> t.TaskRecord:
     steps = [msgspec.structs.replace(s) for s in record.plan]
     for step in steps:
@@ -317,6 +320,5 @@ def _reviewed(
             step.state = "failed"
             step.reason = stopped.reason if stopped else "error"  # type: ignore[assignment]
             step.error = stopped.message if stopped else "the review did not finish"
-    return msgspec.structs.replace(
-        record, plan=steps, timings=add_timing(record, "review_s", seconds)
-    )
+    timings = add_timings(record, {"review_s": seconds, "tools_s": tools_s})
+    return msgspec.structs.replace(record, plan=steps, timings=timings)
