@@ -172,8 +172,8 @@ class MemoryEngine:
             raise self.budget.refusal(bigger)
 
     async def search(self, req: s.SearchRequest) -> s.SearchResult:
-        """Hybrid search over one namespace: the best hits that fit one reply, ``truncated``
-        when more matched."""
+        """Hybrid search over one namespace (or every one): the best hits that fit one reply,
+        ``truncated`` when more matched."""
         f = req.filters
         query = Query(
             namespace=req.namespace,

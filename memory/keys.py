@@ -35,9 +35,10 @@ def item(ident: str) -> str:
     return f"item:{ident}"
 
 
-def generation(namespace: str) -> str:
-    """The counter a write to ``namespace`` bumps, so cached searches over it go stale."""
-    return f"gen:{_part(namespace)}"
+def generation(namespace: str | None) -> str:
+    """The counter a write to ``namespace`` bumps, so cached searches over it go stale;
+    ``None``: the counter every write bumps (searches over every namespace)."""
+    return "gen*" if namespace is None else f"gen:{_part(namespace)}"
 
 
 def search(generation: int, reply_bytes: int, request: SearchRequest) -> str:

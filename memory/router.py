@@ -198,8 +198,7 @@ class Router:
         taken = await self.facts.insert_many([p.record for p in items])
         points = [VectorPoint(r.id, v, payload(r)) for r, v in zip(embedded, vectors, strict=True)]
         await self.vectors.upsert(points)  # idempotent: a racing twin writes the same point
-        for namespace in {p.record.namespace for p in items}:
-            await self.hot.incr(keys.generation(namespace))
+        await self._changed({p.record.namespace for p in items})
         return {p.record.id for p, ok in zip(items, taken, strict=True) if ok}
 
     async def get(self, ident: str) -> Item | None:
@@ -233,7 +232,7 @@ class Router:
         if record.archived:
             await self.archive.delete(keys.archived_item(ident))
         await self.hot.delete(keys.item(ident))
-        await self.hot.incr(keys.generation(record.namespace))
+        await self._changed({record.namespace})
         return True
 
     async def forget(self, ids: list[str], namespace: str) -> None:
@@ -241,7 +240,12 @@ class Router:
         await self.vectors.delete(ids)
         for ident in ids:
             await self.hot.delete(keys.item(ident))
-        await self.hot.incr(keys.generation(namespace))
+        await self._changed({namespace})
+
+    async def _changed(self, namespaces: set[str]) -> None:
+        """Make cached searches over these namespaces, and over every namespace, stale."""
+        for namespace in [*namespaces, None]:
+            await self.hot.incr(keys.generation(namespace))
 
     async def search(self, req: SearchRequest, query: Query) -> SearchResult:
         """Hybrid search (or one side of it when ``req.mode`` says so), through L1: the best

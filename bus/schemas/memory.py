@@ -75,10 +75,11 @@ class SearchFilters(msgspec.Struct, kw_only=True):
 
 
 class SearchRequest(msgspec.Struct, kw_only=True):
-    """A natural-language or keyword query over one namespace."""
+    """A natural-language or keyword query over one namespace, or every namespace when
+    ``namespace`` is left out."""
 
     query: Query
-    namespace: Namespace = "default"
+    namespace: Namespace | None = None
     kinds: Annotated[list[Kind], msgspec.Meta(max_length=len(KINDS))] = msgspec.field(
         default_factory=list
     )  # empty: every kind

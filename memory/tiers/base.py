@@ -18,7 +18,7 @@ import numpy as np
 class Query:
     """Which items a search may return: namespace, kinds and metadata filters."""
 
-    namespace: str
+    namespace: str | None  # None: every namespace
     kinds: list[str] = field(default_factory=list)
     path: str | None = None  # exact, or a prefix when it ends with "/"
     language: str | None = None

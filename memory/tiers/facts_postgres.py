@@ -91,13 +91,15 @@ def _record(row: asyncpg.Record) -> Record:
 
 def where(query: Query, first: int) -> tuple[str, list[Any]]:
     """SQL conditions on ``items`` for ``query``; placeholders numbered from ``first``."""
-    args: list[Any] = [query.namespace]
-    sql = [f"namespace = ${first}"]
+    args: list[Any] = []
+    sql: list[str] = []
 
     def add(condition: str, value: Any) -> None:
         args.append(value)
         sql.append(condition.format(f"${first + len(args) - 1}"))
 
+    if query.namespace is not None:
+        add("namespace = {}", query.namespace)
     if query.kinds:
         add("kind = ANY({})", list(query.kinds))
     if query.path and query.path.endswith("/"):
@@ -112,7 +114,7 @@ def where(query: Query, first: int) -> tuple[str, list[Any]]:
         add("created_at >= {}", query.since)
     if query.until is not None:
         add("created_at < {}", query.until)
-    return " AND ".join(sql), args
+    return " AND ".join(sql) or "TRUE", args
 
 
 class PostgresFactTier(PostgresPool):

@@ -121,8 +121,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def where(query: Query) -> tuple[str, list[Any]]:
     """SQL conditions on ``items`` for ``query``, with their parameters."""
-    sql = ["items.namespace = ?"]
-    args: list[Any] = [query.namespace]
+    sql: list[str] = []
+    args: list[Any] = []
+    if query.namespace is not None:
+        sql.append("items.namespace = ?")
+        args.append(query.namespace)
     if query.kinds:
         sql.append(f"items.kind IN ({','.join('?' * len(query.kinds))})")
         args.extend(query.kinds)
@@ -146,7 +149,7 @@ def where(query: Query) -> tuple[str, list[Any]]:
     if query.until is not None:
         sql.append("items.created_at < ?")
         args.append(query.until)
-    return " AND ".join(sql), args
+    return " AND ".join(sql) or "1", args
 
 
 class SqliteFactTier(SqliteConnection):

@@ -17,8 +17,10 @@ _KEYWORD_FIELDS = ("ns", "kind", "path", "dirs", "language", "tags", "model")
 
 
 def build_filter(query: Query) -> qe.Filter:
-    """The Qdrant Edge filter for ``query`` (namespace always; the rest when set)."""
-    must: list[Any] = [qe.FieldCondition(key="ns", match=qe.MatchValue(query.namespace))]
+    """The Qdrant Edge filter for ``query`` (each condition when set)."""
+    must: list[Any] = []
+    if query.namespace is not None:
+        must.append(qe.FieldCondition(key="ns", match=qe.MatchValue(query.namespace)))
     if query.kinds:
         must.append(qe.FieldCondition(key="kind", match=qe.MatchAny(list(query.kinds))))
     if query.path:

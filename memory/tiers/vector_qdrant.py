@@ -15,8 +15,10 @@ _KEYWORD_FIELDS = ("ns", "kind", "path", "dirs", "language", "tags", "model")
 
 
 def build_filter(query: Query) -> qm.Filter:
-    """The qdrant-client filter for ``query`` (namespace always; the rest when set)."""
-    must: list[Any] = [qm.FieldCondition(key="ns", match=qm.MatchValue(value=query.namespace))]
+    """The qdrant-client filter for ``query`` (each condition when set)."""
+    must: list[Any] = []
+    if query.namespace is not None:
+        must.append(qm.FieldCondition(key="ns", match=qm.MatchValue(value=query.namespace)))
     if query.kinds:
         must.append(qm.FieldCondition(key="kind", match=qm.MatchAny(any=list(query.kinds))))
     if query.path:
