@@ -27,12 +27,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bus import codec
 from bus.errors import ForbiddenError, SophiaError, UnauthorizedError
 from bus.micro import sophia_version
 from edge.access import Principal
 from edge.gateway import decode_json, http_status, new_call_id
 from edge.limits import RateLimitedError
 from edge.mcp.http import McpHttp
+from edge.namespaces import HEADER as NAMESPACE_HEADER
+from edge.namespaces import client_namespace, with_namespace
 from edge.openapi import document
 from edge.runtime import Edge
 from edge.traces import carrier_of, edge_span
@@ -111,7 +114,9 @@ def refused(
 async def call_endpoint(
     edge: Edge, scope: Scope, receive: Receive, send: Send, who: Principal
 ) -> None:
-    """``POST /v1/{service}/{endpoint}``: the body is the request, the reply is the body.
+    """``POST /v1/{service}/{endpoint}``: the body is the request, the reply is the body; a
+    memory request that names no namespace gets the ``Sophia-Namespace`` header's (or
+    ``?namespace=``).
 
     Raises SophiaError for refusals before the bus (the front door audits those).
     """
@@ -119,6 +124,9 @@ async def call_endpoint(
     endpoint = edge.gateway.resolve(who, params["service"], params["endpoint"])
     body = await read_body(scope, receive, edge.max_body_bytes)
     args = decode_json(body)
+    namespaced = with_namespace(endpoint, args, client_namespace(scope))
+    if namespaced is not args:
+        args, body = namespaced, codec.encode(namespaced)
     carrier = carrier_of(Headers(scope=scope))
     with edge_span(f"POST /v1/{endpoint.service}/{endpoint.name}", carrier):
         try:
@@ -212,6 +220,7 @@ def build_app(edge: Edge, mcp: McpHttp) -> ASGIApp:
                     "mcp-session-id",
                     "mcp-protocol-version",
                     "traceparent",
+                    NAMESPACE_HEADER,
                 ],
                 expose_headers=["mcp-session-id"],
             )

@@ -10,6 +10,7 @@ from typing import Annotated
 import msgspec
 
 from bus.config import Count
+from bus.limits import NAMESPACE_CHARS
 
 #: a number of seconds the edge waits or polls: more than 0, at most an hour
 Interval = Annotated[float, msgspec.Meta(gt=0, le=3600)]
@@ -48,3 +49,17 @@ class EdgeSettings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def tool_patterns(self) -> list[str]:
         return split_list(self.edge_tools)
+
+
+class ClientSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """What ``sophia mcp`` reads for its one client besides the edge settings
+    (``SOPHIA_NAMESPACE``, or ``namespace`` in the ``[mcp]`` table of ``sophia.toml``)."""
+
+    namespace: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=NAMESPACE_CHARS,
+            pattern=r"^$|\S",
+            description=f"must be at most {NAMESPACE_CHARS} characters, not blank",
+        ),
+    ] = ""  # the client's default memory namespace; empty: each endpoint's own default

@@ -4,14 +4,17 @@ Each public endpoint is ``POST /v1/<service>/<endpoint>``; its msgspec ``$defs``
 ``components/schemas`` named ``<service>.<Type>``, so two services may both have a
 ``SearchRequest``. Request types are closed (``additionalProperties: false``) and without the
 edge's own ``progress_subject``, as the edge validates them; a type that is also part of a
-reply stays open, since replies may gain fields.
+reply stays open, since replies may gain fields. A memory endpoint that takes a namespace says
+how namespaces work in its description and declares ``?namespace=`` and ``Sophia-Namespace``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bus.limits import NAMESPACE_CHARS
 from edge.catalog import Endpoint, without_progress
+from edge.namespaces import described, takes_namespace
 from edge.schema import closed
 
 _DEFS = "#/$defs/"
@@ -26,6 +29,19 @@ ERROR_STATUSES = {
     "503": "Service unavailable",
     "504": "The service did not answer in time",
 }
+
+
+NAMESPACE_PARAMETERS = [
+    {
+        "name": name,
+        "in": where,
+        "required": False,
+        "description": "The namespace of a request whose body names none (the body's wins; "
+        "the query wins over the header).",
+        "schema": {"type": "string", "maxLength": NAMESPACE_CHARS},
+    }
+    for name, where in (("namespace", "query"), ("Sophia-Namespace", "header"))
+]
 
 
 def _rewrite(node: Any, service: str) -> Any:
@@ -66,14 +82,17 @@ def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]
         "200": {"description": "The reply", "content": {"application/json": {"schema": response}}}
     }
     responses.update({code: {"$ref": f"#/components/responses/E{code}"} for code in ERROR_STATUSES})
-    return {
+    operation: dict[str, Any] = {
         "operationId": endpoint.tool_name,
         "tags": [endpoint.service],
         "summary": summary[:120],
-        "description": endpoint.description,
+        "description": described(endpoint),
         "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
         "responses": responses,
     }
+    if takes_namespace(endpoint):
+        operation["parameters"] = NAMESPACE_PARAMETERS
+    return operation
 
 
 def _plain_get(summary: str) -> dict[str, Any]:

@@ -105,8 +105,11 @@ async def _report_started(server: _Server, task_status: TaskStatus[_Server]) -> 
     task_status.started(server)
 
 
-async def serve_stdio(settings: Settings, edge_settings: EdgeSettings, tools: list[str]) -> None:
-    """Serve MCP on stdin/stdout as the local user until end of input.
+async def serve_stdio(
+    settings: Settings, edge_settings: EdgeSettings, tools: list[str], namespace: str = ""
+) -> None:
+    """Serve MCP on stdin/stdout as the local user until end of input; memory calls that name
+    no namespace get ``namespace`` when it is set.
 
     The editor is answered at once, bus or no bus: without NATS the handshake succeeds with
     no tools and instructions saying to run ``sophia up``; the tools appear (with
@@ -117,6 +120,7 @@ async def serve_stdio(settings: Settings, edge_settings: EdgeSettings, tools: li
         transport="mcp-stdio",
         allow=tuple(tools),
         edge_allow=tuple(edge_settings.tool_patterns),
+        namespace=namespace,
     )
     edge_tools = EdgeTools(local)
     async with anyio.create_task_group() as tg:

@@ -16,9 +16,11 @@ in NATS, so any replica behind one address serves any session:
 - requests in the 2026-07-28 envelope (``MCP-Protocol-Version`` says so) need no session: the
   SDK answers them as they come.
 
-``?tools=memory_*,…`` on the URL is the client's tool allow-list. Callers have been admitted
-(token, origin, rate) before they get here; malformed JSON-RPC is answered here (-32700,
--32600) with a short text that never quotes the body.
+``?tools=memory_*,…`` on the URL is the client's tool allow-list; ``?namespace=NAME`` (or the
+``Sophia-Namespace`` header), read from each request, is its default memory namespace
+(:mod:`edge.namespaces`). Callers have been admitted (token, origin, rate) before they get
+here; malformed JSON-RPC is answered here (-32700, -32600) with a short text that never quotes
+the body.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from edge.mcp.sdk import (
     StreamableHTTPSessionManager,
 )
 from edge.mcp.tools import CALL_SCOPE, CallScope, EdgeTools
+from edge.namespaces import client_namespace
 from edge.runtime import Edge
 from edge.traces import carrier_of
 from edge.web import read_body, respond, respond_json
@@ -177,6 +180,7 @@ class McpHttp:
             allow=tuple(allow),
             edge_allow=self.edge_allow,
             carrier=carrier_of(Headers(scope=scope)),
+            namespace=client_namespace(scope),
         )
 
     async def _session(self, scope: Scope, who: Principal) -> tuple[str, SessionRecord]:

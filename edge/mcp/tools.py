@@ -6,8 +6,9 @@ reply schema. A tool call is one bus request through the :class:`~edge.gateway.G
 agent's error comes back as a tool result with ``isError`` and the body ``{"error", "code"}``,
 so the model can read it. An endpoint whose request has ``progress_subject`` gets an inbox
 there when the client asked for progress, and each :data:`~bus.schemas.progress.Progress`
-report arriving there becomes ``notifications/progress``. Memory items are resources
-``sophia://memory/items/{id}`` read through ``memory.get``.
+report arriving there becomes ``notifications/progress``. A memory call that names no
+namespace gets the client's (:mod:`edge.namespaces`), and the tool's description says which.
+Memory items are resources (:mod:`edge.mcp.resources`).
 
 Every request reaches these handlers through the SDK's own machinery (its stdio loop, its
 streamable-HTTP transport); who is calling is read from the request the transport carries
@@ -18,6 +19,7 @@ still answers (no tools, and instructions that say how to start it); tools appea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +38,10 @@ from bus.subjects import is_token
 from edge.access import Principal, matches_any
 from edge.catalog import PROGRESS_FIELD, Catalog, Endpoint
 from edge.gateway import Gateway, new_call_id
+from edge.mcp.resources import MemoryResources, resources_note
+from edge.namespaces import described, takes_namespace, with_namespace
 from edge.traces import edge_span
 
-MEMORY_ITEM_PREFIX = "sophia://memory/items/"
-RESOURCE_NOT_FOUND = -32002  # the MCP specification's code
 RELAY_DRAIN_S = 2.0  # at most this long for queued progress after the reply
 CALL_SCOPE = "sophia_call"  # where the HTTP transport leaves the CallScope in scope["state"]
 ONLINE = "Sophia's agents: memory and coding tools, served over its bus."
@@ -65,6 +67,7 @@ class CallScope:
     allow: tuple[str, ...] = ()  # the client's own patterns
     edge_allow: tuple[str, ...] = ()  # SOPHIA_EDGE_TOOLS
     carrier: dict[str, str] | None = None  # incoming trace headers (HTTP)
+    namespace: str = ""  # the client's default memory namespace ("": the endpoints' own)
 
     def lists(self, tool_name: str) -> bool:
         """Whether every allow-list in force keeps ``tool_name``."""
@@ -80,7 +83,10 @@ class CallScope:
 
 
 class EdgeServer(Server[Any]):
-    """The SDK's low-level server, announcing ``tools.listChanged`` (the edge sends it)."""
+    """The SDK's low-level server, announcing ``tools.listChanged`` (the edge sends it), with
+    instructions brought up to date (``before_initialize``) for each handshake."""
+
+    before_initialize: Callable[[], None] | None = None
 
     def create_initialization_options(
         self,
@@ -88,6 +94,8 @@ class EdgeServer(Server[Any]):
         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
+        if self.before_initialize is not None:
+            self.before_initialize()
         return super().create_initialization_options(
             notification_options or NotificationOptions(tools_changed=True),
             experimental_capabilities,
@@ -140,16 +148,18 @@ class EdgeTools:
         self._swapped = anyio.Event()  # set (and replaced) when the bus comes or goes
         self._swaps = 0
         self.client: ServerSession | None = None  # stdio: where list_changed goes
+        self.resources = MemoryResources(self)
         self.server = EdgeServer(
             "sophia",
             version=sophia_version(),
             instructions=ONLINE,
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
-            on_list_resources=self.list_resources,
-            on_list_resource_templates=self.list_resource_templates,
-            on_read_resource=self.read_resource,
+            on_list_resources=self.resources.list_resources,
+            on_list_resource_templates=self.resources.list_resource_templates,
+            on_read_resource=self.resources.read_resource,
         )
+        self.server.before_initialize = self._refresh
         self.server.middleware = []  # the edge starts its own span per call
         self.server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, self.initialized
@@ -159,7 +169,7 @@ class EdgeTools:
         """The bus is reachable: serve its tools."""
         self.gateway, self.catalog = gateway, catalog
         self._version = -1
-        self.server.instructions = ONLINE
+        self._refresh()
         self._swap()
 
     def detach(self, where: str) -> None:
@@ -209,10 +219,11 @@ class EdgeTools:
     # ---- tools -----------------------------------------------------------------------------
 
     def visible(self, call: CallScope) -> list[tuple[Endpoint, types.Tool]]:
-        """The tools ``call``'s principal may call and every allow-list keeps."""
+        """The tools ``call``'s principal may call and every allow-list keeps, described as
+        ``call``'s client sees them (its namespace)."""
         self._refresh()
         return [
-            (endpoint, tool)
+            (endpoint, _for_client(endpoint, tool, call.namespace))
             for name, (endpoint, tool) in self._tools.items()
             if call.lists(name) and call.reaches(endpoint)
         ]
@@ -250,12 +261,22 @@ class EdgeTools:
                 return await self._call_with_progress(ctx, call, endpoint, args)
             return await self._call(call, endpoint, args)
 
+    async def request(
+        self, ctx: Context, call: CallScope, endpoint: Endpoint, args: dict[str, Any], span: str
+    ) -> bytes:
+        """One call to ``endpoint`` in a span named ``span`` (resources use it). Raises
+        SophiaError."""
+        with edge_span(span, trace_carrier(ctx, call)):
+            return await self._call(call, endpoint, args)
+
     async def _call(
         self, call: CallScope, endpoint: Endpoint, args: dict[str, Any], inbox: str = ""
     ) -> bytes:
-        """Call ``endpoint`` with the client's ``args`` (validated as they are), plus the
-        edge's own progress inbox when there is one."""
+        """Call ``endpoint`` with the client's ``args`` (validated as they are, with the
+        client's namespace where they name none), plus the edge's own progress inbox when
+        there is one."""
         assert self.gateway is not None  # an endpoint was found, so the bus is attached
+        args = with_namespace(endpoint, args, call.namespace)
         payload = codec.encode({**args, PROGRESS_FIELD: inbox} if inbox else args)
         return await self.gateway.call(
             call.principal,
@@ -326,61 +347,21 @@ class EdgeTools:
             if endpoint.tool_name not in tools:  # two services map to one name: the first keeps it
                 tools[endpoint.tool_name] = (endpoint, _tool(endpoint))
         self._tools, self._version = tools, self.catalog.version
+        self.server.instructions = ONLINE + resources_note(self.catalog)
 
-    # ---- resources -------------------------------------------------------------------------
 
-    async def list_resources(
-        self, ctx: Context, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=[])
-
-    async def list_resource_templates(
-        self, ctx: Context, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourceTemplatesResult:
-        templates = []
-        if self._memory_get(self.scope_of(ctx)) is not None:
-            templates.append(
-                types.ResourceTemplate(
-                    name="memory_item",
-                    uri_template=MEMORY_ITEM_PREFIX + "{id}",
-                    description="One item kept by Sophia's memory, as JSON.",
-                    mime_type="application/json",
-                )
-            )
-        return types.ListResourceTemplatesResult(resource_templates=templates)
-
-    async def read_resource(
-        self, ctx: Context, params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        call = self.scope_of(ctx)
-        uri = str(params.uri)
-        item_id = uri.removeprefix(MEMORY_ITEM_PREFIX)
-        endpoint = self._memory_get(call)
-        if not uri.startswith(MEMORY_ITEM_PREFIX) or not item_id or endpoint is None:
-            raise MCPError(code=RESOURCE_NOT_FOUND, message="Unknown resource")
-        with edge_span("resources/read memory", trace_carrier(ctx, call)):
-            try:
-                reply = await self._call(call, endpoint, {"id": item_id})
-            except SophiaError as exc:
-                code = RESOURCE_NOT_FOUND if exc.code == 404 else types.INTERNAL_ERROR
-                raise MCPError(code=code, message=exc.description, data=error_body(exc)) from None
-        contents = types.TextResourceContents(
-            uri=uri, mime_type="application/json", text=reply.decode()
-        )
-        return types.ReadResourceResult(contents=[contents])
-
-    def _memory_get(self, call: CallScope) -> Endpoint | None:
-        endpoint = self.catalog.get("memory", "get") if self.catalog is not None else None
-        if endpoint is None or not endpoint.public or not call.reaches(endpoint):
-            return None
-        return endpoint
+def _for_client(endpoint: Endpoint, tool: types.Tool, namespace: str) -> types.Tool:
+    """``tool`` as a client with its own ``namespace`` sees it: its description says so."""
+    if not namespace or not takes_namespace(endpoint):
+        return tool
+    return tool.model_copy(update={"description": described(endpoint, namespace)})
 
 
 def _tool(endpoint: Endpoint) -> types.Tool:
     read_only = endpoint.access == "read"
     return types.Tool(
         name=endpoint.tool_name,
-        description=endpoint.description or f"{endpoint.service} {endpoint.name}",
+        description=described(endpoint),
         input_schema=endpoint.tool_schema,
         output_schema=endpoint.response_schema,
         annotations=types.ToolAnnotations(read_only_hint=True) if read_only else None,

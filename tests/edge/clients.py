@@ -61,14 +61,25 @@ async def http_session(
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[ClientSession]:
     """An initialized SDK session over streamable HTTP with a bearer token."""
+    async with http_handshake(url, token, notifications, transport) as (session, _):
+        yield session
+
+
+@asynccontextmanager
+async def http_handshake(
+    url: str,
+    token: str,
+    notifications: Notifications | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> AsyncIterator[tuple[ClientSession, types.InitializeResult]]:
+    """:func:`http_session`, with what the server answered to ``initialize``."""
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=15, transport=transport) as client,
         streamable_http_client(url, http_client=client) as (read, write),
         ClientSession(read, write, message_handler=notifications) as session,
     ):
-        await session.initialize()
-        yield session
+        yield session, await session.initialize()
 
 
 def stdio_parameters(

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from agents.memory import MemoryAgent
 from bus import Bus, Settings
 from edge.config import EdgeSettings
 from edge.serve import serve_http
@@ -75,6 +76,19 @@ async def edge(
     async with anyio.create_task_group() as tg:
         running = await start_edge(tg, settings, edge_settings)
         yield running
+        tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def memory_edge(
+    settings: Settings, edge_settings: EdgeSettings
+) -> AsyncIterator[RunningEdge]:
+    """The memory agent, then an edge that has seen it."""
+    async with anyio.create_task_group() as tg:
+        agent = await tg.start(MemoryAgent(settings).run)
+        running = await start_edge(tg, settings, edge_settings)
+        yield running
+        agent.stop()
         tg.cancel_scope.cancel()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,29 +13,17 @@ from agents.memory import MemoryAgent
 from bus import Settings
 from edge.config import EdgeSettings
 from tests.edge.clients import http_session, stdio_parameters, stdio_session
-from tests.edge.conftest import RunningEdge, start_edge
+from tests.edge.conftest import RunningEdge
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def memory_edge(
-    settings: Settings, edge_settings: EdgeSettings
-) -> AsyncIterator[RunningEdge]:
-    """The memory agent, then an edge that has seen it."""
-    async with anyio.create_task_group() as tg:
-        agent = await tg.start(MemoryAgent(settings).run)
-        running = await start_edge(tg, settings, edge_settings)
-        yield running
-        agent.stop()
-        tg.cancel_scope.cancel()
 
 
 async def test_memory_tools_are_listed_by_name(memory_edge: RunningEdge, token: str) -> None:
     async with http_session(memory_edge.mcp, token) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert {"memory_store", "memory_search", "memory_get", "memory_session_save"} <= set(tools)
-    assert "memory_delete" not in tools and "memory_cache_put" not in tools  # not public
+    assert "memory_delete" in tools and not tools["memory_delete"].annotations  # it writes
+    assert "memory_cache_put" not in tools  # not public
     query = tools["memory_search"].input_schema["properties"]["query"]
     assert query == {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": "\\S"}
     assert tools["memory_search"].input_schema["additionalProperties"] is False
