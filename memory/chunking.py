@@ -138,18 +138,19 @@ def _class(
         return _windows(
             path, source, first, last, MAX_CHUNK_LINES, overlap, name, "class", "python"
         )
-    head_last = _first_line(members[0]) - 1
-    chunks = _windows(
-        path,
-        source,
-        first,
-        max(first, head_last),
-        MAX_CHUNK_LINES,
-        overlap,
-        name,
-        "class",
-        "python",
-    )
+    if members[0] is node.body[0]:  # a bare `class X(Base):` line is no answer to anything
+        chunks: list[Chunk] = []
+    else:
+        chunks = _class_head(path, source, first, _first_line(members[0]) - 1, name, overlap)
     for member in members:
         chunks.extend(_definition(path, source, member, name + ".", size, overlap))
     return chunks
+
+
+def _class_head(
+    path: str, source: list[str], first: int, last: int, name: str, overlap: int
+) -> list[Chunk]:
+    """The class line with its docstring and attributes, up to its first member."""
+    return _windows(
+        path, source, first, max(first, last), MAX_CHUNK_LINES, overlap, name, "class", "python"
+    )

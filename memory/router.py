@@ -33,6 +33,7 @@ from memory.tiers.base import (
     VectorPoint,
     VectorTier,
 )
+from memory.views import item_vectors
 
 RRF_K = 60
 UNEMBEDDED_KINDS = frozenset({"session"})
@@ -192,9 +193,7 @@ class Router:
                     keys.archived_item(p.record.id), p.full_text.encode("utf-8", "surrogatepass")
                 )
         embedded = [p.record for p in items if p.record.model]
-        vectors = await self.embedder.embed(
-            [keywords.embed_input(r.text, r.metadata) for r in embedded]
-        )
+        vectors = await item_vectors(self.embedder.embed, [(r.text, r.metadata) for r in embedded])
         taken = await self.facts.insert_many([p.record for p in items])
         points = [VectorPoint(r.id, v, payload(r)) for r, v in zip(embedded, vectors, strict=True)]
         await self.vectors.upsert(points)  # idempotent: a racing twin writes the same point

@@ -14,11 +14,12 @@ import shutil
 
 import anyio.to_thread
 
-from memory import keys, keywords
+from memory import keys
 from memory.batcher import BatchingEmbedder
 from memory.router import payload
 from memory.tiers.base import MetaStore, Record, RecordStore, VectorPoint, VectorTier
 from memory.tiers.select import Tiers, space_name
+from memory.views import item_vectors
 
 log = logging.getLogger("sophia.memory.spaces")
 PAGE = 256
@@ -77,8 +78,7 @@ async def _embed_into(
 ) -> int:
     if not records:
         return 0
-    texts = [keywords.embed_input(r.text, r.metadata) for r in records]
-    matrix = await embedder.embed(texts)
+    matrix = await item_vectors(embedder.embed, [(r.text, r.metadata) for r in records])
     for r in records:
         r.model = embedder.model_id
     await vectors.upsert(
