@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,8 @@ async def evaluate_set(engine: MemoryEngine, name: str, data: dict[str, Any]) ->
     started = time.perf_counter()
     indexed = await engine.index(s.IndexRequest(path=str(root), namespace=name))
     report: dict[str, Any] = {
-        "corpus": f"{data['corpus']['package']} {data['corpus']['version']}",
+        "corpus": f"{data['corpus']['package']} {version(data['corpus']['package'])}",
+        "written_for": data["corpus"]["version"],
         "files": indexed.files,
         "chunks": indexed.chunks,
         "questions": len(questions),
