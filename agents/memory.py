@@ -66,13 +66,21 @@ class MemoryAgent(Agent, name="memory"):
         return await self.engine.search(req)
 
     @endpoint(public=True, access="read")
+    async def context(self, req: s.ContextRequest) -> s.ContextPack:
+        """What matters at a place in the code (path, symbol, question), ranked: the symbol's
+        code, its callers and callees, the decisions and errors recorded for its file, the
+        session's summary; cut to ``budget_tokens``. 400 when path, symbol and query are all
+        missing."""
+        return await self.engine.context(req)
+
+    @endpoint(public=True, access="read")
     async def get(self, req: s.GetRequest) -> s.Item:
         """One item by id, its whole body. Raises NotFoundError (404)."""
         return await self.engine.get(req)
 
-    @endpoint
+    @endpoint(public=True)
     async def delete(self, req: s.DeleteRequest) -> s.DeleteResult:
-        """Forget one item in every tier."""
+        """Forget one item by id in every tier (``deleted`` is false when there was none)."""
         return await self.engine.delete(req)
 
     @endpoint(public=True)

@@ -26,6 +26,7 @@ from memory.cache import SemanticCache
 from memory.config import MemorySettings, load_settings
 from memory.embedder import Embedder
 from memory.indexer import Indexer, Progress
+from memory.redact import redact_identifier
 from memory.router import Prepared, Router, as_hit, as_item
 from memory.sessions import Sessions
 from memory.spaces import ensure_space
@@ -145,9 +146,10 @@ class MemoryEngine:
         """Remember one item.
 
         Raises BadRequestError (text over max_text_bytes, metadata nested too deep to come back
-        in a search, nothing left after redaction) and PayloadTooLargeError (its ``get`` or
-        ``search`` reply would not fit).
+        in a search, nothing left after redaction, a namespace holding a secret's shape) and
+        PayloadTooLargeError (its ``get`` or ``search`` reply would not fit).
         """
+        v.identifiers(namespace=req.namespace)
         text = v.within_bytes(req.text, "text", self.settings.max_text_bytes)
         metadata = v.hit_metadata(req.metadata)
         prepared = self.router.prepare(text, req.namespace, req.kind, metadata)
@@ -174,6 +176,7 @@ class MemoryEngine:
     async def search(self, req: s.SearchRequest) -> s.SearchResult:
         """Hybrid search over one namespace (or every one): the best hits that fit one reply,
         ``truncated`` when more matched."""
+        v.identifiers(namespace=req.namespace)
         f = req.filters
         query = Query(
             namespace=req.namespace,
@@ -185,6 +188,14 @@ class MemoryEngine:
             until=f.until,
         )
         return await self.router.search(req, query)
+
+    async def context(self, req: s.ContextRequest) -> s.ContextPack:
+        """One ranked pack of what matters at a place in the code (:mod:`memory.context`):
+        at most ``budget_tokens`` tokens, in one reply. Raises BadRequestError naming path,
+        symbol and query when none is given."""
+        from memory.context import ContextLoader  # kept out of this module's start-up imports
+
+        return await ContextLoader(self.search, self.sessions, self.budget).load(req)
 
     async def get(self, req: s.GetRequest) -> s.Item:
         """One item by id (its whole body). Raises NotFoundError."""
@@ -207,6 +218,7 @@ class MemoryEngine:
     async def stats(self, req: s.StatsRequest | None = None) -> s.Stats:
         """Counts per kind and tier, model and device, hit counters."""
         namespace = req.namespace if req else ""
+        v.identifiers(namespace=namespace)
         counts = await self.tiers.facts.counts(namespace)
         by_kind: dict[str, int] = {}
         for (_, kind), n in counts.items():
@@ -218,7 +230,7 @@ class MemoryEngine:
             dim=self.embedder.dim,
             items=sum(by_kind.values()),
             by_kind=by_kind,
-            namespaces=sorted({ns for ns, _ in counts}),
+            namespaces=sorted({redact_identifier(ns) for ns, _ in counts}),  # stored before checks
             tiers=[
                 s.TierStats(name="l1", backend=t.hot.name, items=await t.hot.count()),
                 s.TierStats(name="l2", backend=self.vectors.name, items=await self.vectors.count()),
@@ -238,10 +250,12 @@ class MemoryEngine:
 
         Raises BadRequestError and PayloadTooLargeError (its ``session.load`` would not fit).
         """
+        v.identifiers(namespace=req.namespace, session_id=req.session_id)
         return await self.sessions.save(req)
 
     async def session_load(self, req: s.SessionLoadRequest) -> s.Session:
         """The latest saved context of a session, or ``found=False``."""
+        v.identifiers(namespace=req.namespace, session_id=req.session_id)
         return await self.sessions.load(req)
 
     # -- model-call cache ----------------------------------------------------
@@ -249,6 +263,7 @@ class MemoryEngine:
     async def cache_lookup(self, req: s.CacheLookupRequest) -> s.CacheLookupResult:
         """A cached response for this prompt in this model and scope, exact or (unless
         ``semantic`` is off) by meaning."""
+        v.identifiers(model=req.model, scope=req.scope)
         prompt = v.within_bytes(req.prompt, "prompt", self.settings.max_text_bytes)
         return await self.cache.lookup(
             req.model, prompt, req.threshold, scope=req.scope, semantic=req.semantic
@@ -259,6 +274,7 @@ class MemoryEngine:
 
         Raises BadRequestError and PayloadTooLargeError (no lookup reply could carry it).
         """
+        v.identifiers(model=req.model, scope=req.scope)
         max_bytes = self.settings.max_text_bytes
         prompt = v.within_bytes(req.prompt, "prompt", max_bytes)
         response = v.within_bytes(req.response, "response", max_bytes)

@@ -2,7 +2,8 @@
 
 Every request field carries its limit from :mod:`bus.limits`, so msgspec enforces it when a
 request is decoded and the published JSON Schema states exactly that; the engine checks only
-what a schema cannot say (byte sizes, what redaction leaves, paths on its machine).
+what a schema cannot say (byte sizes, what redaction leaves, secrets' shapes in identifiers,
+paths on its machine).
 
 Evolution rules (msgspec's): new fields get defaults, a field never changes type,
 no ``forbid_unknown_fields``, so old readers accept new messages.
@@ -158,6 +159,8 @@ class IndexProgress(msgspec.Struct, kw_only=True, tag_field="type", tag="index")
     done: int
     total: int
     path: str = ""
+    chunks: int = 0  # chunks stored so far in this run
+    seconds: float = 0.0  # since the run started, on the memory agent's clock
 
 
 class StatsRequest(msgspec.Struct, kw_only=True):
@@ -265,3 +268,67 @@ class CachePutRequest(msgspec.Struct, kw_only=True):
 class CachePutResult(msgspec.Struct, kw_only=True):
     id: str
     expires_at: float
+
+
+#: characters of a symbol name (``BaseClient._merge_url``)
+SYMBOL_CHARS = 512
+#: tokens one context pack may hold
+MAX_CONTEXT_TOKENS = 32_000
+Symbol = Annotated[str, text(SYMBOL_CHARS)]
+ContextTokens = Annotated[
+    int,
+    msgspec.Meta(
+        ge=1,
+        le=MAX_CONTEXT_TOKENS,
+        description="tokens of the embedding model's WordPiece tokenizer, over entry texts",
+    ),
+]
+
+
+class ContextRequest(msgspec.Struct, kw_only=True):
+    """What the editor knows about a place in the code; at least one of ``path``, ``symbol``
+    and ``query``. Every namespace when ``namespace`` is left out."""
+
+    namespace: Namespace | None = None
+    path: Path | None = None  # relative to the repository root, as indexed
+    symbol: Symbol | None = None  # `_merge_url` or `BaseClient._merge_url`
+    query: Query | None = None
+    budget_tokens: ContextTokens = 2_000
+    session_id: SessionId | None = None  # whose summary to include; none: no session entry
+
+
+class ContextEntry(msgspec.Struct, kw_only=True):
+    """One piece of a context pack and why it is there.
+
+    ``reason``: symbol, decision, error, solution, session, query, callee or caller (a plain
+    string, so later reasons do not break old readers). ``score`` orders entries within their
+    reason: its integer part is how closely the entry is tied to the place asked about, its
+    fraction the search's confidence. ``truncated``: the text was cut at a line boundary
+    (``end_line`` is then the last line kept)."""
+
+    reason: str
+    id: str
+    text: str
+    score: float
+    tokens: int
+    kind: str = "code"
+    namespace: str = ""
+    path: str = ""
+    start_line: int = 0
+    end_line: int = 0
+    symbol: str = ""
+    truncated: bool = False
+
+
+class ContextPack(msgspec.Struct, kw_only=True):
+    """Entries in priority order (symbol, decision, error, solution, session, query, callee,
+    caller); ``tokens_used`` never exceeds ``budget_tokens``. ``dropped`` counts, per reason,
+    what was found but did not fit."""
+
+    entries: list[ContextEntry] = msgspec.field(default_factory=list)
+    tokens_used: int = 0
+    budget_tokens: int = 0
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
+    truncated: bool = False  # something was dropped or cut
+    namespace: str = ""  # where the symbol was found; "" when not found
+    tokenizer: str = ""
