@@ -21,10 +21,15 @@ test:
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
+# The benchmarks, with their baselines (the bench extra: PyTorch, which `make test` leaves out).
 bench:
+	@scripts/bootstrap bench
 	.venv/bin/python bench/bus.py
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/retrieval.py
+	.venv/bin/python bench/indexing.py
+	.venv/bin/python bench/context.py
+	.venv/bin/python bench/redaction.py
 	.venv/bin/python bench/edge.py
 	.venv/bin/python bench/cache_quality.py
 	.venv/bin/python bench/gateway.py

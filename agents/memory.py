@@ -69,14 +69,22 @@ class MemoryAgent(Agent, name="memory"):
     async def context(self, req: s.ContextRequest) -> s.ContextPack:
         """What matters at a place in the code (path, symbol, question), ranked: the symbol's
         code, its callers and callees, the decisions and errors recorded for its file, the
-        session's summary; cut to ``budget_tokens``. 400 when path, symbol and query are all
-        missing."""
+        summary of the session named (else of the latest one saved); cut to
+        ``budget_tokens``. 400 when path, symbol and query are all missing."""
         return await self.engine.context(req)
 
     @endpoint(public=True, access="read")
     async def get(self, req: s.GetRequest) -> s.Item:
         """One item by id, its whole body. Raises NotFoundError (404)."""
         return await self.engine.get(req)
+
+    @endpoint(subject="list", public=True, access="read")
+    async def list_items(self, req: s.ListRequest) -> s.ListResult:
+        """Items most recent first, a page at a time: id, namespace, kind, created_at and a
+        title (``path:start-end`` for code, else the text's first line); pass ``next_cursor``
+        back as ``cursor`` for the next page ("" when there is none). 400 for a cursor this
+        endpoint did not give."""
+        return await self.engine.list_items(req)
 
     @endpoint(public=True)
     async def delete(self, req: s.DeleteRequest) -> s.DeleteResult:

@@ -5,8 +5,9 @@ concurrently: the symbol's own code and its class's header (reason ``symbol``), 
 definitions it calls (``callee``), the code that calls it — for a file alone, the code that
 imports it (``caller``) —, the decisions, errors and solutions recorded for its file, a
 directory above it or its module (``decision``, ``error``, ``solution``), hits for the question
-(``query``), and a session's summary (``session``). Each section is ranked by its own rules,
-and :func:`memory.tokens.pack` fills the token budget from them.
+(``query``), and the summary of the session named, else of the latest session saved
+(``session``). Each section is ranked by its own rules, and :func:`memory.tokens.pack` fills
+the token budget from them.
 
 Guarantee: every entry names its reason, item id, path, lines and score; the pack holds at
 most ``budget_tokens`` tokens of the embedding model's tokenizer and fits one bus reply.
@@ -134,7 +135,8 @@ class ContextLoader:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run, "symbol", partial(self._definitions, where))
             tg.start_soon(run, "query", partial(self._query, where))
-            tg.start_soon(run, "session", partial(self._session, req, where.namespace))
+            if req.session_id or req.namespace is not None:
+                tg.start_soon(run, "session", partial(self._session, req, where.namespace))
             if where.path:
                 tg.start_soon(run, "notes", partial(self._notes, where))
         first = found["symbol"][0] if found["symbol"] else None
@@ -144,10 +146,10 @@ class ContextLoader:
                 tg.start_soon(run, "callee", partial(self._callees, first))
                 if not where.path:
                     tg.start_soon(run, "notes", partial(self._notes, place(req, first.path)))
-                if req.namespace is None and first.namespace != "default":
-                    tg.start_soon(run, "session2", partial(self._session, req, first.namespace))
             elif where.path:
                 tg.start_soon(run, "caller", partial(self._importers, where, where.path))
+            if (session := self._symbol_session(req, first)) is not None:
+                tg.start_soon(run, "session2", session)
         namespace = req.namespace or (first.namespace if first else "")
         entries = [e for group in found.values() for e in group]
         return await pack(entries, req.budget_tokens, counter, self.budget, namespace)
@@ -268,17 +270,36 @@ class ContextLoader:
         hits = await self._find(where.query, namespace=where.namespace, k=12)
         return [entry("query", h, 1, rank) for rank, h in enumerate(hits)]
 
+    def _symbol_session(
+        self, req: s.ContextRequest, first: s.ContextEntry | None
+    ) -> Callable[[], Awaitable[Entries]] | None:
+        """The session gathered once the symbol is found, when the request names no
+        namespace: ``req.session_id`` in the symbol's namespace (it was looked for in
+        "default" already), else the latest session there, or of every namespace when no
+        symbol was found."""
+        if req.namespace is not None:
+            return None
+        if req.session_id:
+            if first is None or first.namespace == "default":
+                return None
+            return partial(self._session, req, first.namespace)
+        return partial(self._session, req, first.namespace if first else None)
+
     async def _session(self, req: s.ContextRequest, namespace: str | None) -> Entries:
-        """The summary (else the context) of ``req.session_id``; a session found in the
-        namespace asked for or where the symbol is ranks above one in "default"."""
-        if not req.session_id:
+        """The summary (else the context) of ``req.session_id``, else of the latest session
+        of ``namespace`` (every namespace when None); a session found in the namespace asked
+        for or where the symbol is ranks above one in "default" or found anywhere."""
+        if req.session_id:
+            load = s.SessionLoadRequest(session_id=req.session_id, namespace=namespace or "default")
+            session: s.Session | None = await self.sessions.load(load)
+        else:
+            session = await self.sessions.latest(namespace)
+        if session is None or not session.found:
             return []
-        load = s.SessionLoadRequest(session_id=req.session_id, namespace=namespace or "default")
-        session = await self.sessions.load(load)
         text = session.summary
         if not text.strip() and session.context:
             text = msgspec.json.encode(session.context).decode()
-        if not (session.found and text.strip()):
+        if not text.strip():
             return []
         return [
             s.ContextEntry(

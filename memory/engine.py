@@ -19,6 +19,7 @@ import anyio.to_thread
 
 from bus.errors import BadRequestError, NotFoundError
 from bus.schemas import memory as s
+from memory import listing
 from memory import validation as v
 from memory.batcher import BatchingEmbedder
 from memory.budget import DEFAULT_REPLY_BYTES, ReplyBudget, encoded_size
@@ -203,6 +204,12 @@ class MemoryEngine:
         if item is None:
             raise NotFoundError("id: no such item")
         return item
+
+    async def list_items(self, req: s.ListRequest) -> s.ListResult:
+        """Items most recent first, a page at a time (:mod:`memory.listing`), each page within
+        one reply. Raises BadRequestError naming ``cursor`` when it is not one a page gave."""
+        v.identifiers(namespace=req.namespace)
+        return await listing.page(self.tiers.facts, req, self.budget)
 
     async def delete(self, req: s.DeleteRequest) -> s.DeleteResult:
         """Forget one item in every tier; deleting a missing id is not an error."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import numpy as np
 
 from bus.schemas.memory import Hit, Item, SearchRequest, SearchResult
 from memory import keys, keywords
@@ -187,18 +188,28 @@ class Router:
 
     async def _place(self, items: list[Prepared]) -> set[str]:
         """Write new items to their tiers; returns the ids L3 took (a racing twin loses)."""
+        await self.stage(items, await self.embed(items))
+        taken = await self.facts.insert_many([p.record for p in items])
+        await self._changed({p.record.namespace for p in items})
+        return {p.record.id for p, ok in zip(items, taken, strict=True) if ok}
+
+    async def embed(self, items: list[Prepared]) -> np.ndarray:
+        """The vectors of the items that are embedded (``record.model`` set), in order."""
+        embedded = [p.record for p in items if p.record.model]
+        return await item_vectors(self.embedder.embed, [(r.text, r.metadata) for r in embedded])
+
+    async def stage(self, items: list[Prepared], vectors: np.ndarray) -> None:
+        """Store what must be there before the items' L3 records: archived bodies in L4,
+        vectors in L2 (one upsert; idempotent, so a racing twin writes the same points).
+        ``vectors`` are :meth:`embed`'s for these items."""
         for p in items:
             if p.record.archived:
                 await self.archive.put(
                     keys.archived_item(p.record.id), p.full_text.encode("utf-8", "surrogatepass")
                 )
         embedded = [p.record for p in items if p.record.model]
-        vectors = await item_vectors(self.embedder.embed, [(r.text, r.metadata) for r in embedded])
-        taken = await self.facts.insert_many([p.record for p in items])
         points = [VectorPoint(r.id, v, payload(r)) for r, v in zip(embedded, vectors, strict=True)]
-        await self.vectors.upsert(points)  # idempotent: a racing twin writes the same point
-        await self._changed({p.record.namespace for p in items})
-        return {p.record.id for p, ok in zip(items, taken, strict=True) if ok}
+        await self.vectors.upsert(points)
 
     async def get(self, ident: str) -> Item | None:
         """L1, else L3 (and L4 for an archived body); fills L1."""
@@ -234,11 +245,13 @@ class Router:
         await self._changed({record.namespace})
         return True
 
-    async def forget(self, ids: list[str], namespace: str) -> None:
-        """Drop ids already removed from L3 from the other tiers (a re-indexed file's chunks)."""
-        await self.vectors.delete(ids)
-        for ident in ids:
-            await self.hot.delete(keys.item(ident))
+    async def forget(
+        self, ids: list[str], namespace: str, kept: frozenset[str] = frozenset()
+    ) -> None:
+        """Drop ids already removed from L3 from the other tiers (a re-indexed file's chunks);
+        the vectors of ``kept`` ids stay (their records were just written again)."""
+        await self.vectors.delete([i for i in ids if i not in kept])
+        await self.hot.delete_many([keys.item(i) for i in ids])
         await self._changed({namespace})
 
     async def _changed(self, namespaces: set[str]) -> None:

@@ -83,6 +83,25 @@ class Sessions:
             sid, namespace, data.get("summary", ""), data.get("context", {}), version, saved_at
         )
 
+    async def latest(self, namespace: str | None) -> s.Session | None:
+        """The session of ``namespace`` (of every namespace when None) saved last, or None.
+
+        Read from L3 itself: L1 holds sessions by id, and the latest one changes with every
+        save of any session of the namespace.
+        """
+        saved = await self.store.session_latest(namespace)
+        if saved is None:
+            return None
+        data = msgspec.json.decode(saved.body)
+        return _session(
+            saved.session_id,
+            saved.namespace,
+            data.get("summary", ""),
+            data.get("context", {}),
+            saved.version,
+            saved.saved_at,
+        )
+
 
 def _session(
     sid: str, namespace: str, summary: str, context: dict[str, Any], version: int, at: float

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 
 from bus.limits import (
+    MAX_K,
     NAMESPACE_CHARS,
     PATH_CHARS,
     QUERY_CHARS,
@@ -132,6 +133,50 @@ class DeleteRequest(msgspec.Struct, kw_only=True):
 class DeleteResult(msgspec.Struct, kw_only=True):
     id: str
     deleted: bool
+
+
+#: characters of a ``memory.list`` cursor (the ones it gives are about half as long)
+CURSOR_CHARS = 256
+#: characters of a listed item's title taken from its text
+TITLE_CHARS = 120
+PageSize = Annotated[int, msgspec.Meta(ge=1, le=MAX_K)]
+Cursor = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=CURSOR_CHARS,
+        description="opaque: a next_cursor this endpoint gave; empty: the first page",
+    ),
+]
+
+
+class ListRequest(msgspec.Struct, kw_only=True):
+    """A page of items, most recent first, of one namespace, or every namespace when
+    ``namespace`` is left out."""
+
+    namespace: Namespace | None = None
+    kinds: Annotated[list[Kind], msgspec.Meta(max_length=len(KINDS))] = msgspec.field(
+        default_factory=list
+    )  # empty: every kind
+    limit: PageSize = 50
+    cursor: Cursor = ""
+
+
+class ListedItem(msgspec.Struct, kw_only=True):
+    """One item of a page: ``title`` is ``path:start-end`` for code, else the first line of
+    its text (at most ``TITLE_CHARS``)."""
+
+    id: str
+    namespace: str
+    kind: str
+    created_at: float
+    title: str = ""
+
+
+class ListResult(msgspec.Struct, kw_only=True):
+    """Items by (created_at, id), newest first; ``next_cursor`` is "" on the last page."""
+
+    items: list[ListedItem] = msgspec.field(default_factory=list)
+    next_cursor: str = ""
 
 
 class IndexRequest(msgspec.Struct, kw_only=True):
@@ -294,7 +339,9 @@ class ContextRequest(msgspec.Struct, kw_only=True):
     symbol: Symbol | None = None  # `_merge_url` or `BaseClient._merge_url`
     query: Query | None = None
     budget_tokens: ContextTokens = 2_000
-    session_id: SessionId | None = None  # whose summary to include; none: no session entry
+    #: whose summary to include; none: the latest saved session of the namespace (of the
+    #: symbol's namespace when none is named; of every namespace when no symbol is found)
+    session_id: SessionId | None = None
 
 
 class ContextEntry(msgspec.Struct, kw_only=True):

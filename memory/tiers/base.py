@@ -105,6 +105,10 @@ class HotTier(Backend, Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
     async def delete(self, key: str) -> None: ...
+    async def delete_many(self, keys: list[str]) -> None:
+        """Delete every key (one round trip on a server)."""
+        ...
+
     async def incr(self, key: str) -> int: ...
     async def counter(self, key: str) -> int: ...
     async def count(self) -> int: ...
@@ -155,6 +159,13 @@ class RecordStore(Protocol):
         """Records per (namespace, kind); every namespace when ``namespace`` is empty."""
         ...
 
+    async def list_items(
+        self, query: Query, after: tuple[float, str] | None, limit: int
+    ) -> list[Record]:
+        """Up to ``limit`` records of ``query``'s namespace and kinds, most recent first: by
+        (created_at, id) descending, from the first one below ``after`` when it is given."""
+        ...
+
 
 @runtime_checkable
 class MetaStore(Protocol):
@@ -162,6 +173,17 @@ class MetaStore(Protocol):
 
     async def meta_get(self, key: str) -> str | None: ...
     async def meta_set(self, key: str, value: str) -> None: ...
+
+
+@dataclass(slots=True)
+class SavedSession:
+    """The latest save of one session, as :meth:`SessionStore.session_latest` finds it."""
+
+    namespace: str
+    session_id: str
+    body: str
+    version: int
+    saved_at: float
 
 
 @runtime_checkable
@@ -174,6 +196,11 @@ class SessionStore(Protocol):
 
     async def session_get(self, namespace: str, session_id: str) -> tuple[str, int, float] | None:
         """(body, version, saved at) of the latest save, or None."""
+        ...
+
+    async def session_latest(self, namespace: str | None) -> SavedSession | None:
+        """The session of ``namespace`` (of every namespace when None) saved last, or None;
+        of two saved at the same time, the greater (namespace, session id)."""
         ...
 
 
@@ -197,6 +224,16 @@ class CacheStore(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class FileBatch:
+    """Files of one namespace whose code records are replaced together (an index batch)."""
+
+    namespace: str
+    drop: list[str] = field(default_factory=list)  # paths: their code records and hash go
+    records: list[Record] = field(default_factory=list)  # then these are inserted
+    hashes: dict[str, str] = field(default_factory=dict)  # then these hashes are recorded
+
+
 @runtime_checkable
 class FileHashStore(Protocol):
     """The content hash of every indexed file, so a re-index redoes only changed files."""
@@ -205,6 +242,12 @@ class FileHashStore(Protocol):
     async def set_file(self, namespace: str, path: str, content_hash: str) -> None: ...
     async def drop_file(self, namespace: str, path: str) -> list[str]:
         """Forget a file and delete its code records in one transaction; returns their ids."""
+        ...
+
+    async def replace_files(self, batch: FileBatch) -> list[str]:
+        """In one transaction: forget the files ``batch.drop`` names and delete their code
+        records, insert ``batch.records`` (an id already there is left as it is), record
+        ``batch.hashes``. Returns the ids of the records deleted."""
         ...
 
 

@@ -7,7 +7,15 @@ from typing import Any
 
 import asyncpg
 
-from memory.tiers.base import RANK_BUDGET, CachedCall, Query, Record, affordable_terms
+from memory.tiers.base import (
+    RANK_BUDGET,
+    CachedCall,
+    FileBatch,
+    Query,
+    Record,
+    SavedSession,
+    affordable_terms,
+)
 from memory.tiers.connections import PostgresPool
 
 _MIGRATIONS: list[str] = [
@@ -57,15 +65,42 @@ _MIGRATIONS: list[str] = [
         ADD COLUMN scope TEXT NOT NULL DEFAULT '',
         ADD COLUMN prompt TEXT NOT NULL DEFAULT '';
     """,
+    # 3: memory.list pages by (created_at, id), within a namespace or across all of them;
+    # context finds the session of a namespace saved last
+    """
+    CREATE INDEX items_created ON items(created_at, id);
+    CREATE INDEX items_ns_created ON items(namespace, created_at, id);
+    CREATE INDEX sessions_ns_saved ON sessions(namespace, saved_at);
+    """,
 ]
 _LOCK_ID = 0x50F1A  # advisory lock: one migrator at a time
 _SELECT = "SELECT id, namespace, kind, text, metadata, created_at, content_hash, model, archived"
+# one statement for a whole batch: the columns travel as arrays (one round trip, one plan);
+# tags as JSON text, since a column of arrays of different lengths is no Postgres array
 _INSERT = (
     "INSERT INTO items(id, namespace, kind, text, metadata, path, language, tags, created_at, "
-    "content_hash, model, archived, head, body) VALUES "
-    "($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+    "content_hash, model, archived, head, body) "
+    "SELECT r.id, r.ns, r.kind, r.text, r.meta::jsonb, r.path, r.lang, "
+    "ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.at, r.hash, r.model, r.arch, "
+    "r.head, r.body FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[], $8::text[], $9::float8[], $10::text[], $11::text[], $12::bool[], "
+    "$13::text[], $14::text[]) "
+    "AS r(id, ns, kind, text, meta, path, lang, tags, at, hash, model, arch, head, body) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
+
+
+def _columns(records: list[Record]) -> list[list[Any]]:
+    """The records as the 14 column arrays :data:`_INSERT` takes."""
+    rows = [_row(r) for r in records]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 14
+
+
+def _row(r: Record) -> tuple[Any, ...]:
+    return (
+        r.id, r.namespace, r.kind, r.text, json.dumps(r.metadata), r.path, r.language,
+        json.dumps(r.tags), r.created_at, r.content_hash, r.model, r.archived, r.head, r.body,
+    )  # fmt: skip
 
 
 _TERM_COUNTS = (
@@ -73,6 +108,15 @@ _TERM_COUNTS = (
     "WHERE tsv @@ to_tsquery('english', term) LIMIT $2) AS m) AS n "
     "FROM unnest($1::text[]) AS term"
 )
+
+
+def _taken(records: list[Record], inserted: set[str]) -> list[bool]:
+    """Per record, whether it was inserted (of two with one id, the first)."""
+    created: list[bool] = []
+    for r in records:
+        created.append(r.id in inserted)
+        inserted.discard(r.id)
+    return created
 
 
 def _record(row: asyncpg.Record) -> Record:
@@ -143,17 +187,10 @@ class PostgresFactTier(PostgresPool):
     # ---- RecordStore: records and their keyword index -------------------------------------------
 
     async def insert_many(self, records: list[Record]) -> list[bool]:
-        created: list[bool] = []
-        async with self._p.acquire() as conn, conn.transaction():
-            statement = await conn.prepare(_INSERT)
-            for r in records:
-                row = await statement.fetchrow(
-                    r.id, r.namespace, r.kind, r.text, json.dumps(r.metadata), r.path,
-                    r.language, r.tags, r.created_at, r.content_hash, r.model, r.archived,
-                    r.head, r.body,
-                )  # fmt: skip
-                created.append(row is not None)
-        return created
+        if not records:
+            return []
+        rows = await self._p.fetch(_INSERT, *_columns(records))
+        return _taken(records, {row["id"] for row in rows})
 
     async def get_many(self, ids: list[str]) -> dict[str, Record]:
         if not ids:
@@ -219,6 +256,22 @@ class PostgresFactTier(PostgresPool):
         rows = await self._p.fetch(sql + " GROUP BY 1, 2", *args)
         return {(row["namespace"], row["kind"]): row["n"] for row in rows}
 
+    async def list_items(
+        self, query: Query, after: tuple[float, str] | None, limit: int
+    ) -> list[Record]:
+        """Most recent first, a backward walk of ``items_created`` or ``items_ns_created``
+        from ``after`` (a row comparison: one range on the index, not an OR)."""
+        cond, args = where(query, 1)
+        if after is not None:
+            n = len(args)
+            cond += f" AND (created_at, id) < (${n + 1}, ${n + 2})"
+            args.extend(after)
+        sql = (
+            f"{_SELECT} FROM items WHERE {cond} "
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1}"
+        )
+        return [_record(row) for row in await self._p.fetch(sql, *args, limit)]
+
     # ---- MetaStore ------------------------------------------------------------------------------
 
     async def meta_get(self, key: str) -> str | None:
@@ -260,6 +313,30 @@ class PostgresFactTier(PostgresPool):
             )
         return [row["id"] for row in rows]
 
+    async def replace_files(self, batch: FileBatch) -> list[str]:
+        ns = batch.namespace
+        async with self._p.acquire() as conn, conn.transaction():
+            dropped = await conn.fetch(
+                "DELETE FROM items WHERE namespace = $1 AND path = ANY($2::text[]) "
+                "AND kind = 'code' RETURNING id",
+                ns,
+                batch.drop,
+            )
+            await conn.execute(
+                "DELETE FROM files WHERE namespace = $1 AND path = ANY($2::text[])", ns, batch.drop
+            )
+            if batch.records:
+                await conn.execute(_INSERT, *_columns(batch.records))
+            await conn.execute(
+                "INSERT INTO files(namespace, path, hash) "
+                "SELECT $1, p, h FROM unnest($2::text[], $3::text[]) AS f(p, h) "
+                "ON CONFLICT (namespace, path) DO UPDATE SET hash = excluded.hash",
+                ns,
+                list(batch.hashes),
+                list(batch.hashes.values()),
+            )
+        return [row["id"] for row in dropped]
+
     # ---- SessionStore ---------------------------------------------------------------------------
 
     async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
@@ -281,6 +358,19 @@ class PostgresFactTier(PostgresPool):
             session_id,
         )
         return None if row is None else (row["body"], row["version"], row["saved_at"])
+
+    async def session_latest(self, namespace: str | None) -> SavedSession | None:
+        sql = "SELECT namespace, session_id, body, version, saved_at FROM sessions"
+        args: list[Any] = []
+        if namespace is not None:
+            sql, args = sql + " WHERE namespace = $1", [namespace]
+        sql += " ORDER BY saved_at DESC, namespace DESC, session_id DESC LIMIT 1"
+        row = await self._p.fetchrow(sql, *args)
+        if row is None:
+            return None
+        return SavedSession(
+            row["namespace"], row["session_id"], row["body"], row["version"], row["saved_at"]
+        )
 
     # ---- CacheStore -----------------------------------------------------------------------------
 

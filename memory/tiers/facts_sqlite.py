@@ -13,7 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from memory.tiers.base import RANK_BUDGET, CachedCall, Query, Record, affordable_terms
+from memory.tiers.base import (
+    RANK_BUDGET,
+    CachedCall,
+    FileBatch,
+    Query,
+    Record,
+    SavedSession,
+    affordable_terms,
+)
 from memory.tiers.connections import SqliteConnection
 
 _MIGRATIONS: list[str] = [
@@ -66,6 +74,13 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE cache_entries ADD COLUMN scope TEXT NOT NULL DEFAULT '';
     ALTER TABLE cache_entries ADD COLUMN prompt TEXT NOT NULL DEFAULT '';
     """,
+    # 3: memory.list pages by (created_at, id), within a namespace or across all of them;
+    # context finds the session of a namespace saved last
+    """
+    CREATE INDEX items_created ON items(created_at, id);
+    CREATE INDEX items_ns_created ON items(namespace, created_at, id);
+    CREATE INDEX sessions_ns_saved ON sessions(namespace, saved_at);
+    """,
 ]
 
 _COLUMNS = (
@@ -73,6 +88,7 @@ _COLUMNS = (
     "content_hash, model, archived, head, body"
 )
 _SELECT = "SELECT id, namespace, kind, text, metadata, created_at, content_hash, model, archived"
+MMAP_BYTES = 1 << 30  # address space for reads; pages stay the OS page cache's
 
 
 def _row(record: Record) -> tuple[Any, ...]:
@@ -161,6 +177,13 @@ class SqliteFactTier(SqliteConnection):
         super().__init__(path, "l3")
         self.rank_budget = rank_budget
 
+    def _open(self) -> None:
+        super()._open()
+        # A keyword search reads a few thousand scattered pages (FTS doclists, then each
+        # match's row for the join with items); mapped, no page costs a read() call: the same
+        # hits in ~25% less time at 100k chunks (measured with bench/memory.py's queries).
+        self._c.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+
     def _setup(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
@@ -247,6 +270,19 @@ class SqliteFactTier(SqliteConnection):
         rows = await self._call(lambda: self._c.execute(sql + " GROUP BY 1, 2", args).fetchall())
         return {(row[0], row[1]): row[2] for row in rows}
 
+    async def list_items(
+        self, query: Query, after: tuple[float, str] | None, limit: int
+    ) -> list[Record]:
+        """Most recent first, a walk down ``items_created`` or ``items_ns_created`` from
+        ``after`` (a row value: one range on the index, not an OR)."""
+        cond, args = where(query)
+        if after is not None:
+            cond += " AND (items.created_at, items.id) < (?, ?)"
+            args.extend(after)
+        sql = f"{_SELECT} FROM items WHERE {cond} ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self._call(lambda: self._c.execute(sql, [*args, limit]).fetchall())
+        return [_record(row) for row in rows]
+
     # ---- MetaStore ------------------------------------------------------------------------------
 
     async def meta_get(self, key: str) -> str | None:
@@ -290,6 +326,37 @@ class SqliteFactTier(SqliteConnection):
             self._c.execute("DELETE FROM files WHERE namespace = ? AND path = ?", args)
         return ids
 
+    async def replace_files(self, batch: FileBatch) -> list[str]:
+        return await self._call(self._replace_files, batch)
+
+    def _replace_files(self, batch: FileBatch) -> list[str]:
+        ns = batch.namespace
+        dropped: list[str] = []
+        with _transaction(self._c):
+            for path in batch.drop:
+                dropped += [
+                    r[0]
+                    for r in self._c.execute(
+                        "DELETE FROM items WHERE namespace = ? AND path = ? AND kind = 'code' "
+                        "RETURNING id",
+                        (ns, path),
+                    )
+                ]
+            self._c.executemany(
+                "DELETE FROM files WHERE namespace = ? AND path = ?", [(ns, p) for p in batch.drop]
+            )
+            marks = ",".join("?" * 14)
+            self._c.executemany(
+                f"INSERT OR IGNORE INTO items({_COLUMNS}) VALUES ({marks})",
+                [_row(r) for r in batch.records],
+            )
+            self._c.executemany(
+                "INSERT INTO files(namespace, path, hash) VALUES (?, ?, ?) "
+                "ON CONFLICT(namespace, path) DO UPDATE SET hash = excluded.hash",
+                [(ns, path, digest) for path, digest in batch.hashes.items()],
+            )
+        return dropped
+
     # ---- SessionStore ---------------------------------------------------------------------------
 
     async def session_put(self, namespace: str, session_id: str, body: str, at: float) -> int:
@@ -308,6 +375,17 @@ class SqliteFactTier(SqliteConnection):
         sql = "SELECT body, version, saved_at FROM sessions WHERE namespace = ? AND session_id = ?"
         row = await self._call(lambda: self._c.execute(sql, (namespace, session_id)).fetchone())
         return None if row is None else (row[0], int(row[1]), float(row[2]))
+
+    async def session_latest(self, namespace: str | None) -> SavedSession | None:
+        sql = "SELECT namespace, session_id, body, version, saved_at FROM sessions"
+        args: tuple[Any, ...] = ()
+        if namespace is not None:
+            sql, args = sql + " WHERE namespace = ?", (namespace,)
+        sql += " ORDER BY saved_at DESC, namespace DESC, session_id DESC LIMIT 1"
+        row = await self._call(lambda: self._c.execute(sql, args).fetchone())
+        if row is None:
+            return None
+        return SavedSession(row[0], row[1], row[2], int(row[3]), float(row[4]))
 
     # ---- CacheStore -----------------------------------------------------------------------------
 

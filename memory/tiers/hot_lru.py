@@ -45,6 +45,10 @@ class LruHotTier:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
 
+    async def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
     async def incr(self, key: str) -> int:
         self._counters[key] = self._counters.get(key, 0) + 1
         return self._counters[key]

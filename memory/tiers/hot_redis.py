@@ -55,6 +55,10 @@ class RedisHotTier:
     async def delete(self, key: str) -> None:
         await self._r.delete(_PREFIX + key)
 
+    async def delete_many(self, keys: list[str]) -> None:
+        if keys:
+            await self._r.delete(*(_PREFIX + key for key in keys))
+
     async def incr(self, key: str) -> int:
         return int(await self._r.incr(_PREFIX + key))
 

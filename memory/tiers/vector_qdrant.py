@@ -116,10 +116,13 @@ class QdrantVectorTier:
             await self._c.delete(self.collection, selector, wait=True)
 
     async def search(self, vector: np.ndarray, query: Query, k: int) -> list[tuple[str, float]]:
+        conditions = build_filter(query)
         reply = await self._c.query_points(
             self.collection,
             query=vector.astype(np.float32).tolist(),
-            query_filter=build_filter(query),
+            # no filter rather than an empty one: local mode tests every point against a
+            # filter in Python, even one without conditions (~0.8 s at 100k points)
+            query_filter=conditions if conditions.must else None,
             limit=k,
             with_payload=False,
             search_params=None if self._local else qm.SearchParams(hnsw_ef=max(64, 2 * k)),

@@ -8,12 +8,17 @@ says so and exits 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import msgspec
+import nats.errors
 
 from bus.client import Bus
 from bus.config import Settings, load
@@ -25,6 +30,9 @@ from ops.session import open_bus
 
 INDEX_TIMEOUT_S = 3600.0
 NO_AGENT = "the memory agent does not answer; is the stack up? (`sophia up`)"
+LINE_EVERY_S = 3.0  # progress to a log or a pipe: one line this often
+REDRAW_EVERY_S = 0.1  # progress bar on a terminal: redrawn at most this often
+MATCHED = {"l2": "vector", "l3": "keyword", "hybrid": "both"}  # Hit.tier: who found it
 
 
 def register(subparsers: Any) -> None:
@@ -35,13 +43,17 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
     index = sub.add_parser("index", help="index a repository (only changed files are redone)")
-    index.add_argument("path", help="repository directory, as the memory agent's machine sees it")
+    index.add_argument(
+        "path", type=_path, help="repository directory, as the memory agent's machine sees it"
+    )
     index.add_argument("--namespace", default="", help="default: the directory's name")
     index.set_defaults(func=index_command)
     search = sub.add_parser("search", help="search memory by meaning and keywords")
     search.add_argument("query")
     search.add_argument(
-        "--namespace", default="default", help="default: 'default' (code: its directory's name)"
+        "--namespace",
+        default=None,
+        help="search one namespace (code: its directory's name); default: every namespace",
     )
     search.add_argument("-k", type=int, default=5, help="how many hits (1-100)")
     search.add_argument("--kind", action="append", default=[], choices=s.KINDS)
@@ -67,8 +79,15 @@ async def _request(bus: Bus, endpoint: str, body: msgspec.Struct, reply: type, *
         raise UnavailableError(NO_AGENT) from exc
 
 
+def _path(text: str) -> str:
+    """argparse type: a path that is not blank (an empty one would mean the cwd)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def index_command(args: argparse.Namespace) -> int:
-    """Index PATH through the agent, with a progress bar on stderr and a summary."""
+    """Index PATH through the agent, with progress on stderr and a summary."""
     settings = load(Settings)
     path = str(Path(args.path).expanduser().resolve())
     result: s.IndexResult = run_async(_index, settings, path, args.namespace)
@@ -80,34 +99,116 @@ def index_command(args: argparse.Namespace) -> int:
 
 
 async def _index(settings: Settings, path: str, namespace: str) -> s.IndexResult:
+    view = ProgressView(sys.stderr)
     async with open_bus(settings) as bus:
         inbox = bus.nc.new_inbox()
         sub = await bus.nc.subscribe(inbox)
         req = s.IndexRequest(path=path, namespace=namespace, progress_subject=inbox)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_show_progress, sub)
-            try:
-                return await _request(bus, "index", req, s.IndexResult, timeout=INDEX_TIMEOUT_S)
-            finally:
-                tg.cancel_scope.cancel()
-                print(file=sys.stderr)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_show_progress, sub, view)
+                try:
+                    result = await _request(
+                        bus, "index", req, s.IndexResult, timeout=INDEX_TIMEOUT_S
+                    )
+                finally:
+                    tg.cancel_scope.cancel()
+            # the reply can overtake the last events: the result says where the run ended
+            view.show(_ended(result))
+            return result
+        finally:
+            view.finish()
+            # events nobody reads any more would hold up the drain at exit for its timeout
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
 
-async def _show_progress(sub: Any) -> None:
+def _ended(result: s.IndexResult) -> s.IndexProgress:
+    return s.IndexProgress(
+        namespace=result.namespace,
+        done=result.files,
+        total=result.files,
+        chunks=result.chunks,
+        seconds=result.seconds,
+    )
+
+
+async def _show_progress(sub: Any, view: ProgressView) -> None:
     async for msg in sub.messages:
-        event = msgspec.json.decode(msg.data, type=s.IndexProgress)
-        print(progress_line(event), end="", file=sys.stderr, flush=True)
+        view.show(msgspec.json.decode(msg.data, type=s.IndexProgress))
 
 
-def progress_line(event: s.IndexProgress, width: int = 30) -> str:
-    """``\\r[#####-----]  12/40 files  path`` (path cut to fit a terminal line)."""
+class ProgressView:
+    """Index progress for a person: on a terminal a bar redrawn in place, elsewhere (a log,
+    a pipe) one plain line every ``every_s`` seconds, plus the first and the last."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        tty: bool | None = None,
+        every_s: float = LINE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.every_s = REDRAW_EVERY_S if self.tty else every_s
+        self.clock = clock
+        self.columns = shutil.get_terminal_size().columns
+        self._last: float | None = None
+        self._seen: tuple[int, int, int] | None = None  # (done, total, chunks) last shown
+        self._drawn = False  # a bar is on the line: finish() ends it
+
+    def show(self, event: s.IndexProgress) -> None:
+        now, seen = self.clock(), (event.done, event.total, event.chunks)
+        last = event.done >= event.total
+        if seen == self._seen or (
+            not last and self._last is not None and now - self._last < self.every_s
+        ):
+            return
+        self._last, self._seen = now, seen
+        if self.tty:
+            self.out.write(progress_line(event, self.columns))
+            self._drawn = True
+        else:
+            self.out.write(progress_text(event) + "\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.out.write("\n")
+            self.out.flush()
+            self._drawn = False
+
+
+def _rate(event: s.IndexProgress) -> str:
+    return f"{event.chunks / event.seconds:.1f}" if event.seconds > 0 else "-"
+
+
+def progress_line(event: s.IndexProgress, columns: int = 80, width: int = 20) -> str:
+    """``\\r[#####-----]  12/40 files  506 chunks  9.8/s  path``, as wide as ``columns``
+    less one (the path cut from the left to fit), so each redraw covers the one before."""
     done = width * event.done // max(event.total, 1)
     bar = "#" * done + "-" * (width - done)
-    return f"\r[{bar}] {event.done:>5}/{event.total} files  {event.path[-40:]:<40}"
+    head = (
+        f"[{bar}] {event.done:>5}/{event.total} files {event.chunks:>6} chunks "
+        f"{_rate(event):>6}/s  "
+    )
+    room = max(columns - 1 - len(head), 0)
+    path = event.path if len(event.path) <= room else "…" + event.path[len(event.path) - room + 1 :]
+    return "\r" + (head + path)[: columns - 1].ljust(columns - 1)
+
+
+def progress_text(event: s.IndexProgress) -> str:
+    """``indexing httpx: 12/40 files, 506 chunks, 9.8 chunks/s, 51 s`` (one log line)."""
+    return (
+        f"indexing {event.namespace}: {event.done}/{event.total} files, {event.chunks} chunks, "
+        f"{_rate(event)} chunks/s, {event.seconds:.0f} s"
+    )
 
 
 def search_command(args: argparse.Namespace) -> int:
-    """Print the best hits: score, tier, where (path:lines or kind), first line."""
+    """Print the best hits: rank, which search found each, where, symbol, first line."""
     settings = load(Settings)
     req = s.SearchRequest(query=args.query, namespace=args.namespace, k=args.k, kinds=args.kind)
     result: s.SearchResult
@@ -115,22 +216,37 @@ def search_command(args: argparse.Namespace) -> int:
     if args.json:
         print(pretty_json(result))
         return 0
-    rows = [(f"{h.score:.4f}", h.tier, _where(h), _first_line(h.text)) for h in result.hits]
-    if rows:
-        print(table(("SCORE", "TIER", "WHERE", "TEXT"), rows))
+    if result.hits:
+        print(hits_table(result.hits))
     elif others:
         print(f"no hits in namespace {req.namespace!r}; memory also holds: {', '.join(others)}")
-        print("(--namespace NAME searches one of them)")
+        print("(--namespace NAME searches one of them; without it, every namespace)")
     else:
         print("no hits")
     return 0
 
 
+def hits_table(hits: list[s.Hit]) -> str:
+    """RANK, MATCH (vector, keyword or both), NAMESPACE when the hits come from more than
+    one, WHERE (path:lines, or the kind), SYMBOL (``Class.method``), the first line."""
+    several = len({h.namespace for h in hits}) > 1
+    headers = ["RANK", "MATCH"] + (["NAMESPACE"] if several else []) + ["WHERE", "SYMBOL", "TEXT"]
+    rows = []
+    for rank, h in enumerate(hits, start=1):
+        symbol = h.metadata.get("symbol")
+        row = [rank, MATCHED.get(h.tier, h.tier)] + ([h.namespace] if several else [])
+        rows.append(
+            [*row, _where(h), symbol if isinstance(symbol, str) else None, _first_line(h.text)]
+        )
+    return table(headers, rows)
+
+
 async def _search(settings: Settings, req: s.SearchRequest) -> tuple[s.SearchResult, list[str]]:
-    """The hits, and when there are none the other namespaces that hold items."""
+    """The hits, and when there are none in the namespace asked for, the namespaces that
+    hold items."""
     async with open_bus(settings) as bus:
         result = await _request(bus, "search", req, s.SearchResult)
-        if result.hits:
+        if result.hits or req.namespace is None:
             return result, []
         stats = await _request(bus, "stats", s.StatsRequest(), s.Stats)
     return result, [n for n in stats.namespaces if n != req.namespace]
@@ -143,7 +259,7 @@ def _where(hit: s.Hit) -> str:
     return str(meta.get("path", hit.kind))
 
 
-def _first_line(text: str, limit: int = 70) -> str:
+def _first_line(text: str, limit: int = 60) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
 

@@ -226,6 +226,45 @@ async def test_context_includes_the_summary_of_the_session_named(
     assert reasons(other, "session") == []
 
 
+async def save(engine: MemoryEngine, session_id: str, namespace: str, summary: str) -> None:
+    req = s.SessionSaveRequest(session_id=session_id, namespace=namespace, summary=summary)
+    await engine.session_save(req)
+
+
+def sessions(pack: s.ContextPack) -> list[tuple[str, str, str, float]]:
+    return [(e.id, e.text, e.namespace, e.score) for e in reasons(pack, "session")]
+
+
+async def test_context_without_a_session_id_includes_the_latest_session_of_the_namespace(
+    engine: MemoryEngine, shop: dict[str, str]
+) -> None:
+    before = await engine.context(s.ContextRequest(namespace="shop", path="shop/tax.py"))
+    await save(engine, "cursor-1", "shop", "Started on tax rounding.")
+    await save(engine, "cursor-2", "shop", "Rounding moved; tests still red.")
+    await save(engine, "cursor-3", "elsewhere", "Another project, saved last.")
+    named = await engine.context(s.ContextRequest(namespace="shop", path="shop/tax.py"))
+    by_symbol = await engine.context(s.ContextRequest(symbol="tax_for"))
+    await save(engine, "cursor-1", "shop", "Back on tax rounding, now green.")  # saved again
+    again = await engine.context(s.ContextRequest(namespace="shop", query="tax rounding"))
+    empty = await engine.context(s.ContextRequest(namespace="nothing-saved", query="tax"))
+    assert reasons(before, "session") == []
+    assert sessions(named) == [("cursor-2", "Rounding moved; tests still red.", "shop", 2.0)]
+    assert sessions(by_symbol) == sessions(named)  # the symbol's namespace, not the newest
+    assert sessions(again) == [("cursor-1", "Back on tax rounding, now green.", "shop", 2.0)]
+    assert reasons(empty, "session") == []
+
+
+async def test_context_without_namespace_or_symbol_includes_the_latest_session_of_all(
+    engine: MemoryEngine, shop: dict[str, str]
+) -> None:
+    await save(engine, "cursor-1", "shop", "Started on tax rounding.")
+    await save(engine, "cursor-9", "elsewhere", "Another project, saved last.")
+    pack = await engine.context(s.ContextRequest(query="which project was I on"))
+    pinned = await engine.context(s.ContextRequest(symbol="tax_for", session_id="cursor-9"))
+    assert sessions(pack) == [("cursor-9", "Another project, saved last.", "elsewhere", 1.0)]
+    assert reasons(pinned, "session") == []  # a session named is looked for by its id only
+
+
 @pytest.mark.parametrize(
     "budget", [1, 12, 40, 100, 250, 4000], ids=["1", "12", "40", "100", "250", "4000"]
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +12,7 @@ from bus.schemas import memory as s
 from memory.chunking import chunk_file
 from memory.engine import MemoryEngine
 from memory.indexer import walk
+from tests.memory.conftest import BACKENDS
 
 pytestmark = pytest.mark.anyio
 
@@ -153,11 +156,145 @@ async def _ids(engine: MemoryEngine, path: str) -> set[str]:
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_index_reports_progress_for_every_file(engine: MemoryEngine, tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo")
-    events: list[tuple[int, int]] = []
+    events: list[s.IndexProgress] = []
 
     async def progress(event: s.IndexProgress) -> None:
-        events.append((event.done, event.total))
+        events.append(event)
 
     result = await engine.index(s.IndexRequest(path=str(root), namespace="r"), progress)
-    assert events == [(i, result.files) for i in range(1, result.files + 1)]
-    assert result.chunks > 0
+    assert [(e.done, e.total) for e in events] == [(i, result.files) for i in range(1, 6)]
+    assert [e.chunks for e in events] == sorted(e.chunks for e in events)
+    assert events[-1].chunks == result.chunks > 0
+    assert sorted(e.path for e in events) == sorted(walk(root))
+
+
+class Spy:
+    """Counts the calls of one async method of an object, passing them on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+        self.calls = 0
+        self._method = getattr(owner, name)
+        monkeypatch.setattr(owner, name, self)
+
+    async def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        return await self._method(*args)
+
+
+def _files(root: Path, n: int) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        (root / f"m{i:02d}.py").write_text(f"def f{i}(x):\n    return x + {i}\n")
+    return root
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize(("batch_chunks", "batches"), [(128, 1), (3, 4)], ids=["one", "four"])
+async def test_index_embeds_and_writes_many_files_per_batch(
+    engine: MemoryEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_chunks: int,
+    batches: int,
+) -> None:
+    root = _files(tmp_path / "repo", 10)
+    engine.indexer.batch_chunks = batch_chunks
+    writes = Spy(monkeypatch, engine.tiers.facts, "replace_files")
+    upserts = Spy(monkeypatch, engine.vectors, "upsert")
+    calls = engine.embedder.calls
+    result = await engine.index(s.IndexRequest(path=str(root)))
+    records = await engine.tiers.facts.scan("", 100)
+    assert (result.changed, result.chunks) == (10, 10)
+    assert engine.embedder.calls - calls == batches
+    assert (writes.calls, upserts.calls) == (batches, batches)
+    assert len(records) == await engine.vectors.count() == 10
+    assert await engine.tiers.facts.file_hashes("repo") == {
+        f"m{i:02d}.py": hashlib.sha256(f"def f{i}(x):\n    return x + {i}\n".encode()).hexdigest()
+        for i in range(10)
+    }
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+async def test_reindex_of_an_unchanged_tree_embeds_and_writes_nothing(
+    engine: MemoryEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _repo(tmp_path / "repo")
+    await engine.index(s.IndexRequest(path=str(root)))
+    writes = Spy(monkeypatch, engine.tiers.facts, "replace_files")
+    upserts = Spy(monkeypatch, engine.vectors, "upsert")
+    optimized = Spy(monkeypatch, engine.vectors, "optimize")
+    calls = engine.embedder.calls
+    again = await engine.index(s.IndexRequest(path=str(root)))
+    assert (again.changed, again.removed, again.chunks) == (0, 0, 0)
+    assert engine.embedder.calls == calls
+    assert (writes.calls, upserts.calls, optimized.calls) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "servers"], indirect=True)
+async def test_index_that_fails_midway_redoes_only_the_files_it_did_not_finish(
+    engine: MemoryEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _files(tmp_path / "repo", 4)
+    engine.indexer.batch_chunks = 1  # a batch per file
+    stage = engine.router.stage
+    staged = 0
+
+    async def full_disk(*args: Any) -> None:
+        nonlocal staged
+        staged += 1
+        if staged == 2:
+            raise OSError("no space left on device")
+        await stage(*args)
+
+    monkeypatch.setattr(engine.router, "stage", full_disk)
+    with pytest.raises(OSError, match="no space left"):  # the error itself, not a group
+        await engine.index(s.IndexRequest(path=str(root)))
+    hashed = await engine.tiers.facts.file_hashes("repo")
+    monkeypatch.setattr(engine.router, "stage", stage)
+    again = await engine.index(s.IndexRequest(path=str(root)))
+    records = await engine.tiers.facts.scan("", 100)
+    assert list(hashed) == ["m00.py"]
+    assert (again.changed, again.chunks) == (3, 3)
+    assert sorted(r.metadata["path"] for r in records) == [f"m{i:02d}.py" for i in range(4)]
+    assert await engine.vectors.count() == 4
+
+
+@pytest.mark.parametrize("backend", ["embedded", "servers"], indirect=True)
+async def test_reindex_of_a_changed_file_keeps_the_vectors_of_its_unchanged_chunks(
+    engine: MemoryEngine, tmp_path: Path
+) -> None:
+    root = _repo(tmp_path / "repo")
+    await engine.index(s.IndexRequest(path=str(root)))
+    pay = root / "pkg" / "pay.py"
+    pay.write_text(pay.read_text().replace("return net * (1 + RATE)", "return net * 1.2"))
+    again = await engine.index(s.IndexRequest(path=str(root)))
+    records = await engine.tiers.facts.scan("", 100)
+    gross = [r for r in records if r.metadata.get("symbol") == "gross"]
+    hits = await engine.search(
+        s.SearchRequest(query="list of entries", namespace="repo", k=100, mode="vector")
+    )
+    assert again.changed == 1
+    assert await engine.vectors.count() == len(records)
+    assert [r.text.splitlines()[-1].strip() for r in gross] == ["return net * 1.2"]
+    assert {h.id for h in hits.hits} == {r.id for r in records}
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+async def test_index_redacts_a_secret_that_chunking_cuts_in_pieces(
+    engine: MemoryEngine, tmp_path: Path
+) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    key = [f"Qk{i:03d}" + "Ab1x" * 9 for i in range(150)]  # 150 lines: three chunks of text
+    lines = [
+        "Deploy notes.",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        *key,
+        "-----END RSA PRIVATE KEY-----",
+    ]
+    (root / "notes.txt").write_text("\n".join([*lines, "The end."]) + "\n")
+    result = await engine.index(s.IndexRequest(path=str(root)))
+    texts = [r.text for r in await engine.tiers.facts.scan("", 100)]
+    assert result.chunks == len(texts) > 1  # redaction keeps the lines, so they chunk alike
+    assert not any("Ab1x" in text for text in texts)
+    assert any("[REDACTED:private-key]" in text for text in texts)

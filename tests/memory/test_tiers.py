@@ -15,7 +15,14 @@ from memory.indexer import Indexer
 from memory.router import Router
 from memory.sessions import Sessions
 from memory.tiers.archive_local import LocalArchiveTier
-from memory.tiers.base import CacheStore, FileHashStore, MetaStore, RecordStore, SessionStore
+from memory.tiers.base import (
+    CacheStore,
+    FileHashStore,
+    MetaStore,
+    RecordStore,
+    SavedSession,
+    SessionStore,
+)
 from memory.tiers.facts_postgres import PostgresFactTier
 from memory.tiers.facts_sqlite import SqliteFactTier
 from memory.tiers.hot_lru import LruHotTier
@@ -66,6 +73,17 @@ class DictSessions:
 
     async def session_get(self, namespace: str, session_id: str) -> tuple[str, int, float] | None:
         return self.rows.get((namespace, session_id))
+
+    async def session_latest(self, namespace: str | None) -> SavedSession | None:
+        saved = [
+            (at, ns, sid, body, version)
+            for (ns, sid), (body, version, at) in self.rows.items()
+            if namespace in (None, ns)
+        ]
+        if not saved:
+            return None
+        at, ns, sid, body, version = max(saved)
+        return SavedSession(ns, sid, body, version, at)
 
 
 async def test_sessions_work_over_a_backend_of_that_one_job(tmp_path: Path) -> None:

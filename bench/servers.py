@@ -1,0 +1,48 @@
+"""The production backends for a benchmark: PostgreSQL 15 and redis-server on 127.0.0.1.
+
+Started the way the tests start them (``tests/fixtures/stores.py``: the same binaries, trust
+auth, fsync off, no Redis persistence) and stopped on exit. A missing binary raises with the
+Debian package to install (``scripts/bootstrap bench`` installs both).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ops.natsserver import free_port
+from tests.fixtures.stores import PG_BIN, _run_postgres, require, stop, wait_for_port
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL 15 cluster; yields its DSN."""
+    initdb = require(PG_BIN / "initdb", "postgresql-15")
+    server = require(PG_BIN / "postgres", "postgresql-15")
+    base = Path(tempfile.mkdtemp(prefix="sophia-bench-pg-"))
+    try:
+        with contextmanager(_run_postgres)(initdb, server, base) as pg:
+            yield pg.dsn
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def redis() -> Iterator[str]:
+    """A redis-server without persistence; yields its URL."""
+    binary = require("redis-server", "redis-server")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sophia-bench-redis-") as workdir:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        proc = subprocess.Popen(
+            [*args, "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL
+        )
+        try:
+            wait_for_port(port, proc, "redis-server")
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop(proc)
