@@ -11,10 +11,11 @@ both sides of a round alike, so one figure can be trusted on a shared machine.
 Search runs end to end through ``MemoryEngine.search`` (query embedding included) on two
 backend sets loaded with the same data: ``embedded`` (LRU, Qdrant Edge, SQLite FTS5) and
 ``production`` (Redis, qdrant-client's local mode, PostgreSQL 15 started here as the tests
-start it). Every measured search misses L1: the queries are distinct, the namespace's L1
-generation is bumped before each phase (as a write does), and ``l1_hits_while_measured``
-counts the hits, which must be 0. Beside it, ``alone`` times each piece without the rest:
-the query embedding, the L2 query, the L3 keyword query and the fetch of the hits.
+start it, ``VACUUM ANALYZE``d as after any bulk load). Every measured search misses L1: the
+queries are distinct, the namespace's L1 generation is bumped before each phase (as a write
+does), and ``l1_hits_while_measured`` counts the hits, which must be 0. Beside it, ``alone``
+times each piece without the rest, interleaved query by query with the searches: the query
+embedding, the L2 query, the L3 keyword query and the fetch of the hits.
 The 100k-chunk store holds the real chunks of the installed httpx package embedded for real,
 and synthetic neighbours of them for the bulk (see ``synthetic``): embedding 100k chunks on
 two cores would take most of an hour and measure nothing more about search. A phase stops
@@ -206,14 +207,19 @@ async def search_bench(embedder: Embedder, args: argparse.Namespace) -> dict[str
                     postgres_dsn=dsn,
                 )
                 async with MemoryEngine(settings, embedder=embedder) as engine:
-                    out["production"] = await backend(engine, store, args)
+                    out["production"] = await backend(engine, store, args, dsn)
     return out
 
 
-async def backend(engine: MemoryEngine, store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    loaded = await load(engine, store)
-    figures = await latency.measure(engine, store, args.clients, args.phase_seconds)
-    return {"load_seconds": loaded, **figures}
+async def backend(
+    engine: MemoryEngine, store: Store, args: argparse.Namespace, dsn: str = ""
+) -> dict[str, Any]:
+    """Load ``store`` into ``engine`` (then let PostgreSQL at ``dsn`` settle) and measure."""
+    out: dict[str, Any] = {"load_seconds": await load(engine, store)}
+    if dsn:
+        out["vacuum_analyze_seconds"] = await servers.settle(dsn)
+    out.update(await latency.measure(engine, store, args.clients, args.phase_seconds))
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

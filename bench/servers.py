@@ -10,9 +10,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import asyncpg
 
 from ops.natsserver import free_port
 from tests.fixtures.stores import PG_BIN, _run_postgres, require, stop, wait_for_port
@@ -46,3 +49,16 @@ def redis() -> Iterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             stop(proc)
+
+
+async def settle(dsn: str) -> float:
+    """``VACUUM ANALYZE`` after a bulk load, as PostgreSQL's docs advise and autovacuum does
+    within a minute or so; returns its seconds. Without statistics the planner guesses, and
+    a keyword search right after 3k inserts took 85 ms instead of 8 (measured)."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    return round(time.perf_counter() - started, 1)

@@ -181,7 +181,7 @@ class SqliteFactTier(SqliteConnection):
         super()._open()
         # A keyword search reads a few thousand scattered pages (FTS doclists, then each
         # match's row for the join with items); mapped, no page costs a read() call: the same
-        # hits in ~25% less time at 100k chunks (measured with bench/memory.py's queries).
+        # hits in ~25% less time at 100k chunks (bench/memory.py's store and queries).
         self._c.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
 
     def _setup(self, db: sqlite3.Connection) -> None:
