@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from ops.natsserver import free_port
-from tests.fixtures.stores import PG_BIN, _run_postgres, require, stop, wait_for_port
+from tests.fixtures.stores import PG_BIN, require, run_postgres, stop, wait_for_port
 
 
 @contextmanager
@@ -28,7 +28,7 @@ def postgres() -> Iterator[str]:
     server = require(PG_BIN / "postgres", "postgresql-15")
     base = Path(tempfile.mkdtemp(prefix="sophia-bench-pg-"))
     try:
-        with contextmanager(_run_postgres)(initdb, server, base) as pg:
+        with contextmanager(run_postgres)(initdb, server, base) as pg:
             yield pg.dsn
     finally:
         shutil.rmtree(base, ignore_errors=True)
