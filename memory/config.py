@@ -47,7 +47,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     s3_secret_access_key: str = ""
     s3_prefix: str = "sophia/"
     embed_device: Literal["auto", "cpu", "cuda"] = "auto"
-    embed_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0  # 0: onnxruntime's choice
+    # CPU: model runs at once, one thread each (0: the usable cores); CUDA: intra-op threads
+    embed_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
     embed_max_batch: Count = 32  # concurrent callers coalesced into one batch
     # texts per model run; 0: 8 on CPU, 128 on CUDA
     embed_run_batch: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0

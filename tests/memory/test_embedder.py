@@ -121,3 +121,13 @@ def test_cpu_int8_variant_is_built_once_and_is_its_own_vector_space(
     assert first.model_id != packaged.model_id
     assert "+dynint8." in embedder.model_id
     assert cosines.min() > 0.97
+
+
+def test_parallel_runs_give_the_vectors_of_one_run_at_a_time(
+    embedder: Embedder, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    one_at_a_time = Embedder(threads=1, quantize_dir=tmp_path_factory.mktemp("models"))
+    texts = [f"{'retry the upload ' * (i % 5 + 1)}{i}" for i in range(24)]
+    assert (embedder.parallel_runs, one_at_a_time.parallel_runs) == (2, 1)
+    assert np.allclose(embedder.embed(texts), one_at_a_time.embed(texts), atol=1e-6)
+    one_at_a_time.close()
