@@ -8,7 +8,6 @@ Debian package to install (``scripts/bootstrap bench`` installs both).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,8 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-from ops.natsserver import free_port
-from tests.fixtures.stores import PG_BIN, require, run_postgres, stop, wait_for_port
+from tests.fixtures.stores import PG_BIN, require, run_postgres, run_redis
 
 
 @contextmanager
@@ -37,18 +35,9 @@ def postgres() -> Iterator[str]:
 @contextmanager
 def redis() -> Iterator[str]:
     """A redis-server without persistence; yields its URL."""
-    binary = require("redis-server", "redis-server")
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="sophia-bench-redis-") as workdir:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        proc = subprocess.Popen(
-            [*args, "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL
-        )
-        try:
-            wait_for_port(port, proc, "redis-server")
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop(proc)
+        with contextmanager(run_redis)(Path(workdir)) as url:
+            yield url
 
 
 async def settle(dsn: str) -> float:
