@@ -28,7 +28,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import codec, connection, context, topology, tracing, wire
+from bus import codec, connection, context, metrics, topology, tracing, wire
+from bus.backlog import Backlog
 from bus.client import Bus, service_error
 from bus.config import Settings, load
 from bus.connection import Link, connect
@@ -75,6 +76,7 @@ class Agent:
         self._subs: list[Subscription] = []
         self._srv_subs: list[Subscription] = []
         self._consumer: WorkConsumer | None = None
+        self._backlog: Backlog | None = None
         self._requests = TaskSet(ENDPOINT_CONCURRENCY)
         self._lost = False  # nats-py gave the connection up
         self.link.on_closed(self._connection_ended)
@@ -122,6 +124,7 @@ class Agent:
         Raises UnavailableError when NATS cannot be reached at start.
         """
         tracing.configure(self.name)
+        metrics.configure(self.settings, self.name)
         nc = await connect(self.settings, f"sophia-{self.name}", self.link)
         self._bus = Bus(nc, self.settings, self.link)
         try:
@@ -174,6 +177,8 @@ class Agent:
             )
             self.link.on_back(self._consumer.reset_pulls)
             tg.start_soon(self._consumer.run)
+            self._backlog = Backlog(self.bus, self.name, self._consumer)
+            tg.start_soon(self._backlog.run)
         self._srv_subs = await self._identity.answer(self.nc)
         try:
             await self.nc.flush()
@@ -194,11 +199,17 @@ class Agent:
         self, spec: EndpointSpec, stats: EndpointStats, handler: EndpointHandler, msg: Msg
     ) -> None:
         started = time.perf_counter_ns()
-        error = await self._respond(spec, handler, msg)
-        stats.record(started, error)
+        failure = await self._respond(spec, handler, msg)
+        stats.record(started, failure[1] if failure else None)
+        code = str(failure[0]) if failure else "ok"
+        labels = {"service": self.name, "endpoint": spec.name, "code": code}
+        metrics.request_duration.record((time.perf_counter_ns() - started) / 1e9, labels)
 
-    async def _respond(self, spec: EndpointSpec, handler: EndpointHandler, msg: Msg) -> str | None:
-        """Run one request through ``handler`` and reply; returns the error text, if any."""
+    async def _respond(
+        self, spec: EndpointSpec, handler: EndpointHandler, msg: Msg
+    ) -> tuple[int, str] | None:
+        """Run one request through ``handler`` and reply; returns the error code and text, if
+        any."""
         msgpack = codec.is_msgpack(msg.headers)
         with tracing.message_span(
             msg.subject,
@@ -231,7 +242,7 @@ class Agent:
             if msg.reply:
                 body, error_headers = service_error(code, text)
                 await self.nc.publish(msg.reply, body, headers=error_headers)
-            return text
+            return code, text
 
     # ---- shutdown --------------------------------------------------------------------------
 
@@ -258,6 +269,8 @@ class Agent:
     async def _close(self, nc: Client) -> None:
         with anyio.move_on_after(self.settings.drain_grace_s):
             await self.teardown()
+        if self._backlog is not None:
+            self._backlog.close()
         if self._consumer is not None:
             with anyio.move_on_after(2):
                 await _quietly(self._consumer.close())

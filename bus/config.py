@@ -75,6 +75,33 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     work_max_deliver: Count = 5
     work_ack_wait_s: Seconds = 30.0
     reconnect_max_s: Seconds = 2.0
+    #: this process's own NATS user and password (ops/nats/accounts.conf gives each agent one);
+    #: empty for a server without accounts. The password never appears in a repr or a log.
+    nats_user: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^[A-Za-z0-9_-]*$",
+            description="must be a NATS user name of letters, digits, '_' or '-'",
+        ),
+    ] = ""
+    nats_password: str = ""
+    #: JetStream replicas of the streams and KV buckets this install creates (3 on a cluster)
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    # where this process serves Prometheus /metrics (port 0: a free one), or off (bus/metrics.py)
+    metrics_bind: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=rf"^(off|[^\s]+:(0|{_PORT}))$",
+            description="must be HOST:PORT with a port from 0 (any free one) to 65535, or off",
+        ),
+    ] = "127.0.0.1:0"
+
+    def __repr__(self) -> str:
+        shown = msgspec.structs.asdict(self)
+        shown["nats_url"] = self.safe_nats_url
+        if shown["nats_password"]:
+            shown["nats_password"] = "***"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @property
     def home_path(self) -> Path:
@@ -224,4 +251,8 @@ def allowed(tp: mi.Type) -> str:
         return " ".join(["must be", noun, " and ".join(p for p in (low, high) if p)]).strip()
     if isinstance(tp, mi.StrType):
         return "must be text" + (f" matching {tp.pattern}" if tp.pattern else "")
+    if isinstance(tp, mi.UnionType):  # an optional setting: what its value allows
+        values = [t for t in tp.types if not isinstance(t, mi.NoneType)]
+        if len(values) == 1:
+            return allowed(values[0])
     return "has a value that is not allowed"

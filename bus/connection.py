@@ -21,6 +21,7 @@ from nats.aio.client import Client, Server
 
 from bus.config import Settings
 from bus.errors import UnavailableError
+from bus.subjects import INBOX_PREFIX
 
 log = logging.getLogger("sophia.bus")
 
@@ -111,6 +112,22 @@ def _errors(link: Link) -> Callable[[Exception], Any]:
     return error_cb
 
 
+def credentials(settings: Settings) -> dict[str, Any]:
+    """nats-py options that present this process's own user (none when it has no user).
+
+    Its inboxes get a prefix of their own, ``_INBOX.<user>.``, so the server can let a user
+    subscribe to its own replies only (ops/nats/accounts.conf); they stay inboxes for
+    :func:`bus.subjects.is_inbox`.
+    """
+    if not settings.nats_user:
+        return {}
+    return {
+        "user": settings.nats_user,
+        "password": settings.nats_password,
+        "inbox_prefix": INBOX_PREFIX + settings.nats_user,
+    }
+
+
 async def connect(
     settings: Settings,
     name: str,
@@ -118,7 +135,8 @@ async def connect(
     *,
     timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> Client:
-    """Connect to ``settings.nats_url``, retrying for at most ``timeout_s``.
+    """Connect to ``settings.nats_url`` (one URL or several, comma-separated), as
+    ``settings.nats_user`` when set, retrying for at most ``timeout_s``.
 
     Raises UnavailableError when no server answered in that time.
     """
@@ -127,7 +145,7 @@ async def connect(
         with anyio.fail_after(timeout_s):
             nc = Client()
             await nc.connect(
-                settings.nats_url,
+                [url.strip() for url in settings.nats_url.split(",")],
                 name=name,
                 connect_timeout=2,
                 reconnect_time_wait=settings.reconnect_max_s,  # type: ignore[arg-type]
@@ -138,6 +156,7 @@ async def connect(
                 closed_cb=link.ended,
                 error_cb=_errors(link),
                 drain_timeout=int(max(settings.drain_grace_s, 1)),
+                **credentials(settings),
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise UnavailableError(f"cannot reach NATS at {settings.safe_nats_url}") from exc

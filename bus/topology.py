@@ -34,9 +34,14 @@ SESSION_MAX_AGE_S = 24 * 3600.0  # an MCP session record expires a day after it 
 PULL_MAX_WAITING = 512
 
 
-def stream_configs(subjects: Subjects) -> list[StreamConfig]:
-    """The three streams of one install: work (work-queue), events and dead letters."""
-    common = {"storage": StorageType.FILE, "duplicate_window": DUPLICATE_WINDOW_S}
+def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
+    """The three streams of one install: work (work-queue), events and dead letters, each
+    kept on ``replicas`` servers (``SOPHIA_STREAM_REPLICAS``: 3 on a cluster)."""
+    common = {
+        "storage": StorageType.FILE,
+        "duplicate_window": DUPLICATE_WINDOW_S,
+        "num_replicas": replicas,
+    }
     return [
         StreamConfig(
             name=subjects.work_stream,
@@ -78,7 +83,7 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     """Create or update the streams and KV buckets of ``settings.prefix``."""
     subjects = Subjects(settings.prefix)
-    for config in stream_configs(subjects):
+    for config in stream_configs(subjects, settings.stream_replicas):
         await _ensure_stream(js, config)
     for bucket, history, ttl in (
         (subjects.tasks_bucket, 5, None),
@@ -90,7 +95,13 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    ttl=ttl,
+                    storage=StorageType.FILE,
+                    replicas=settings.stream_replicas,
+                )
             )
             log.info("bucket_created", extra={"bucket": bucket})
 

@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import codec, context, tracing, wire
+from bus import codec, context, metrics, tracing, wire
 from bus.client import MSG_ID_HEADER, Bus
 from bus.errors import RetryableError, SophiaError, describe
 from bus.handlers import WorkHandler
@@ -235,11 +235,13 @@ class WorkConsumer:
                     log.warning("work_failed", extra={"service": self.service, "code": code})
                 if retryable and delivery < self.max_deliver:
                     await msg.nak(delay=backoff(delivery))
+                    metrics.work_items.add(1, {"service": self.service, "outcome": "retried"})
                 else:
                     await self._dead_letter(msg, text, code)
                 return
             await msg.ack()
             self.acked += 1
+            metrics.work_items.add(1, {"service": self.service, "outcome": "acked"})
 
     async def _dead_letter(self, msg: Msg, error: str, code: int) -> None:
         """Copy ``msg`` to the DLQ with its error, then terminate it (in that order)."""
@@ -262,6 +264,7 @@ class WorkConsumer:
         await self.bus.js.publish(self._dlq_subject, body, headers=dedupe)
         await msg.term()
         self.dead_lettered += 1
+        metrics.work_items.add(1, {"service": self.service, "outcome": "dead_lettered"})
         log.warning("work_dead_lettered", extra={"service": self.service, "code": code})
 
 

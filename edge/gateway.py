@@ -19,7 +19,7 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from bus import codec, wire
+from bus import codec, metrics, wire
 from bus.client import Bus, raise_for_service_error
 from bus.errors import (
     BadRequestError,
@@ -30,7 +30,7 @@ from bus.errors import (
     UnavailableError,
     describe,
 )
-from bus.schemas.edge import CALL_ID_HEADER, CallCancelled
+from bus.schemas.edge import CALL_ID_HEADER, EDGE_SERVICE, CallCancelled
 from edge.access import Principal
 from edge.audit import Auditor
 from edge.catalog import Catalog, Endpoint
@@ -121,6 +121,7 @@ class Gateway:
                 trace_id=trace_id_of(span),
                 request_bytes=len(payload),
             )
+            _measure(endpoint, status, started)
             if status == 499:
                 await self._cancelled(call_id)
 
@@ -158,6 +159,13 @@ class Gateway:
     async def announce_cancel(self, event: CallCancelled) -> None:
         """Tell every replica (and agents) that a client cancelled a call."""
         await self._publish_cancel(event)
+
+
+def _measure(endpoint: Endpoint, status: int, started: float) -> None:
+    """Count the call as the edge's request (the endpoint a tool name the catalog knows)."""
+    code = "ok" if status == 200 else str(status)
+    labels = {"service": EDGE_SERVICE, "endpoint": endpoint.tool_name, "code": code}
+    metrics.request_duration.record(time.perf_counter() - started, labels)
 
 
 def decode_json(payload: bytes) -> Any:

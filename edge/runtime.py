@@ -19,7 +19,7 @@ import anyio
 import msgspec
 from nats.aio.msg import Msg
 
-from bus import codec, connection, topology, tracing, wire
+from bus import codec, connection, metrics, topology, tracing, wire
 from bus.client import Bus
 from bus.config import Settings
 from bus.connection import Link, connect
@@ -85,6 +85,7 @@ async def open_edge(
     needs none of it.
     """
     traces.configure()
+    metrics.configure(settings, EDGE_SERVICE)
     link = Link()
     nc = await connect(settings, "sophia-edge", link, timeout_s=connect_timeout_s)
     try:

@@ -20,6 +20,7 @@ import uuid
 import anyio.to_thread
 import msgspec
 
+from bus import metrics
 from bus.schemas.memory import CacheLookupResult, CachePutResult
 from memory import keys
 from memory.batcher import BatchingEmbedder
@@ -31,6 +32,8 @@ from memory.tiers.base import CachedCall, CacheStore, HotTier, Query, VectorPoin
 #: nearest cached prompts a lookup by meaning weighs: the nearest may be a near-miss that the
 #: check refuses while a paraphrase is next
 CANDIDATES = 5
+_HIT = {"result": "hit"}
+_MISS = {"result": "miss"}
 
 
 def _lookup_reply(response: str) -> CacheLookupResult:
@@ -125,8 +128,10 @@ class SemanticCache:
             result = await self._by_meaning(model, scope, prompt, limit)
         if result is None:
             self.misses += 1
+            metrics.memory_cache_lookups.add(1, _MISS)
             return CacheLookupResult(hit=False)
         self.hits += 1
+        metrics.memory_cache_lookups.add(1, _HIT)
         return result
 
     async def _exact(self, model: str, scope: str, prompt: str) -> CacheLookupResult | None:

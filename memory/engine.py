@@ -12,11 +12,13 @@ its reply within ``reply_bytes`` (the bus's max_payload less room for headers).
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import anyio.to_thread
 
+from bus import metrics
 from bus.errors import BadRequestError, NotFoundError
 from bus.schemas import memory as s
 from memory import listing
@@ -188,7 +190,10 @@ class MemoryEngine:
             since=f.since,
             until=f.until,
         )
-        return await self.router.search(req, query)
+        started = time.perf_counter()
+        result = await self.router.search(req, query)
+        metrics.memory_search_duration.record(time.perf_counter() - started)
+        return result
 
     async def context(self, req: s.ContextRequest) -> s.ContextPack:
         """One ranked pack of what matters at a place in the code (:mod:`memory.context`):

@@ -19,6 +19,7 @@ import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 
 from memory import keywords
@@ -52,10 +53,15 @@ def _docstring(text: str) -> str:
     return ""
 
 
+def _summaries(items: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, str]]:
+    return [(i, s) for i, (text, meta) in enumerate(items) if (s := summary(text, meta))]
+
+
 async def item_vectors(embed: Embed, items: Sequence[tuple[str, dict[str, Any]]]) -> np.ndarray:
     """One unit vector per (text, metadata), both views embedded in one call."""
     texts = [keywords.embed_input(text, meta) for text, meta in items]
-    summaries = [(i, s) for i, (text, meta) in enumerate(items) if (s := summary(text, meta))]
+    # summaries parse each definition (~1 ms a chunk): in a worker thread, off the event loop
+    summaries = await anyio.to_thread.run_sync(_summaries, items)
     matrix = await embed(texts + [s for _, s in summaries])
     vectors = np.array(matrix[: len(texts)], dtype=np.float32)
     if summaries:

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 
 from bus.client import Bus
 from bus.config import Settings, redact_url
+from bus.connection import credentials
 from bus.errors import (
     InternalError,
     PayloadTooLargeError,
@@ -94,6 +95,7 @@ async def _connect(settings: Settings, url: str, connect_timeout: float) -> Clie
                 max_reconnect_attempts=1,  # one retry, then NoServersError (0 means forever)
                 reconnect_time_wait=0.1,
                 error_cb=note_failure,
+                **credentials(settings),
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         cause = failures[-1] if failures else exc

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import msgspec
 import nats.js.errors
 
+from bus import metrics
 from bus.client import Bus
 from bus.errors import NotFoundError, SophiaError
 from bus.records import Records
@@ -152,6 +153,9 @@ class TaskStore:
 
         record, _ = await self.records.update(task_id, apply, attempts=CHANGE_ATTEMPTS)
         old, events = seen[0]
+        for event in events:
+            if event.kind == "state":  # counted once: by the writer whose change was stored
+                metrics.task_transitions.add(1, {"state": event.state})
         await self._publish(events)
         return old, record
 

@@ -2,8 +2,11 @@
 
 pytest_plugins = [
     "tests.fixtures.nats_server",
+    "tests.fixtures.nats_cluster",
     "tests.fixtures.stores",
     "tests.fixtures.openai_upstream",
     "tests.fixtures.spans",
     "tests.fixtures.portkey_gateway",
+    "tests.fixtures.lambda_api",
+    "tests.fixtures.prometheus",
 ]

@@ -13,10 +13,12 @@ import time
 import uuid
 from collections.abc import Awaitable
 
+import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from adapters.llm.ledger import CallLedger, CallRecord
+from bus import metrics
 from bus.client import Bus
 from bus.errors import SophiaError
 from bus.schemas.llm import Attempt, CallEvent, CompleteRequest, CompleteResult, DegradedEvent
@@ -45,6 +47,7 @@ class Accounting:
         span.set_attribute("sophia.llm.cost_usd", result.cost_usd)
         span.set_attribute("sophia.llm.cached", result.cached or "none")
         span.set_attribute("sophia.llm.attempts", len(result.attempts))
+        _measure(result, "ok")
         return self._write(
             call_id, req, result.model, result.provider, result.attempts, "ok", 0, result
         )
@@ -64,6 +67,8 @@ class Accounting:
         span.set_status(Status(StatusCode.ERROR, error.description))
         span.set_attribute("error.type", type(error).__name__)
         failed = CompleteResult(text="", model=model, provider="", latency_ms=latency_ms)
+        # a model no attempt reached is the caller's text, not a configured name: not a label
+        _measure(msgspec.structs.replace(failed, model=model if attempts else ""), "error")
         return self._write(call_id, req, model, "", attempts, "error", error.code, failed)
 
     async def degraded(
@@ -135,6 +140,19 @@ def _row(event: CallEvent) -> CallRecord:
         attempts=len(event.attempts),
         degraded=event.degraded,
     )
+
+
+def _measure(result: CompleteResult, outcome: str) -> None:
+    """Count the call on the gateway's metrics (model names are configured ones: bounded)."""
+    model = {"model": result.model or "none"}
+    metrics.llm_calls.add(1, {**model, "outcome": outcome, "cached": result.cached or "none"})
+    metrics.llm_duration.record(result.latency_ms / 1000, {**model, "outcome": outcome})
+    if result.input_tokens:
+        metrics.llm_tokens.add(result.input_tokens, {**model, "type": "input"})
+    if result.output_tokens:
+        metrics.llm_tokens.add(result.output_tokens, {**model, "type": "output"})
+    if result.cost_usd > 0:
+        metrics.llm_cost.add(result.cost_usd, model)
 
 
 def _span_attributes(span: Span, req: CompleteRequest, model: str, provider: str) -> None:

@@ -1,0 +1,1 @@
+"""Pulumi programs the infra agent drives: one directory (with a ``Pulumi.yaml``) each."""

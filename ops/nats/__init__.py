@@ -1,0 +1,1 @@
+"""NATS for production: server configuration and per-user permissions (see README.md)."""
