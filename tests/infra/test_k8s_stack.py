@@ -11,9 +11,11 @@ import pulumi
 import pytest
 
 from infra.stacks.sophia_k8s.program import deploy
-from infra.stacks.sophia_k8s.settings import AGENTS
+from infra.stacks.sophia_k8s.settings import AGENTS, complete_passwords
+from ops.nats.permissions import password_env, render, user_names
 
 SECRET = "canary-k8s-secret-value"
+PASSWORDS = {user: f"p{user}canary{n}" for n, user in enumerate(user_names())}
 # Pulumi's wire form of a secret value (its resource protocol's signature key and secret
 # signature): the mock engine sees the Secret's data still marked secret
 SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
@@ -56,13 +58,14 @@ def stack() -> Iterator[Recorder]:
         "sophia_k8s:replicas": json.dumps({"coder": 5}),
         "sophia_k8s:memory": json.dumps({"redisUrl": "redis://redis:6379/0"}),
         "sophia_k8s:secrets": json.dumps({"SOPHIA_LLM_API_KEY": SECRET}),
+        "sophia_k8s:natsPasswords": json.dumps(PASSWORDS),
     }
     # Pulumi's runtime runs on the thread's current event loop; an anyio test before this
     # one may have left none behind, so the program gets a loop of its own
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        yield run_program(config, ["sophia_k8s:secrets"])
+        yield run_program(config, ["sophia_k8s:secrets", "sophia_k8s:natsPasswords"])
     finally:
         pulumi.runtime.set_all_config({}, [])
         asyncio.set_event_loop(None)
@@ -79,9 +82,13 @@ def test_k8s_stack_declares_each_kind_it_needs(stack: Recorder) -> None:
     assert set(stack.of("kubernetes:apps/v1:Deployment")) == expected_deployments
     assert kinds.count("kubernetes:helm.sh/v3:Release") == 1
     assert set(stack.of("kubernetes:core/v1:Service")) == {"edge", "otel-collector"}
-    assert kinds.count("kubernetes:core/v1:Secret") == 1
+    assert set(stack.of("kubernetes:core/v1:Secret")) == {"sophia-secrets", "nats-passwords"}
     assert kinds.count("kubernetes:core/v1:Namespace") == 1
-    assert set(stack.of("kubernetes:core/v1:ConfigMap")) == {"sophia-config", "otel-collector"}
+    assert set(stack.of("kubernetes:core/v1:ConfigMap")) == {
+        "sophia-config",
+        "otel-collector",
+        "nats-accounts",
+    }
 
 
 def test_k8s_stack_nats_is_three_nodes_with_jetstream_on_files(stack: Recorder) -> None:
@@ -137,3 +144,42 @@ def test_k8s_stack_wires_config_and_secrets_apart(stack: Recorder) -> None:
         (container,) = containers(stack.of("kubernetes:apps/v1:Deployment")[name])
         refs = [next(iter(source)) for source in container["envFrom"]]
         assert refs == ["configMapRef", "secretRef"]
+
+
+@pytest.mark.parametrize("agent", [*AGENTS], ids=lambda a: a.name)
+def test_k8s_stack_each_agent_logs_in_as_its_own_nats_user(stack: Recorder, agent: Any) -> None:
+    (container,) = containers(stack.of("kubernetes:apps/v1:Deployment")[agent.name])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SOPHIA_NATS_USER"]["value"] == agent.service
+    ref = env["SOPHIA_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "nats-passwords", "key": password_env(agent.service)}
+    assert "value" not in env["SOPHIA_NATS_PASSWORD"]
+
+
+def test_k8s_stack_nats_runs_the_generated_accounts(stack: Recorder) -> None:
+    accounts = stack.of("kubernetes:core/v1:ConfigMap")["nats-accounts"]["data"]
+    assert accounts == {"accounts.conf": render()}
+    values = stack.of("kubernetes:helm.sh/v3:Release")["nats"]["values"]
+    assert values["config"]["merge"] == {"$include": "../nats-accounts/accounts.conf"}
+    env = values["container"]["env"]
+    assert set(env) == {password_env(u) for u in user_names()}
+    assert all(v["valueFrom"]["secretKeyRef"]["name"] == "nats-passwords" for v in env.values())
+    mounts = [op["value"] for op in values["container"]["patch"]]
+    volumes = [op["value"] for op in values["podTemplate"]["patch"]]
+    assert mounts == [{"name": "accounts", "mountPath": "/etc/nats-accounts", "readOnly": True}]
+    assert volumes == [{"name": "accounts", "configMap": {"name": "nats-accounts"}}]
+
+
+def test_k8s_stack_nats_passwords_stay_secret(stack: Recorder) -> None:
+    secret = stack.of("kubernetes:core/v1:Secret")["nats-passwords"]["stringData"]
+    assert secret[SIG_KEY] == SECRET_SIG
+    assert secret["value"] == {password_env(u): p for u, p in PASSWORDS.items()}
+    plain = [r.inputs for r in stack.resources if r.typ != "kubernetes:core/v1:Secret"]
+    text = json.dumps(plain, default=str)
+    assert not [p for p in PASSWORDS.values() if p in text]
+
+
+def test_k8s_stack_names_the_nats_users_without_a_password() -> None:
+    given = {u: p for u, p in PASSWORDS.items() if u not in {"edge", "sys"}}
+    with pytest.raises(ValueError, match=r"natsPasswords: no password for edge, sys$"):
+        complete_passwords(given, "sophia")

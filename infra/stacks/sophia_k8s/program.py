@@ -27,7 +27,9 @@ def deploy(config: pulumi.Config | None = None) -> None:
         type="Opaque",
         opts=opts,
     )
-    nats_release = nats.nats_release(namespace, conf.nats_replicas, conf.nats_storage, opts)
+    nats_release = nats.nats_release(
+        namespace, conf.nats_replicas, conf.nats_storage, conf.prefix, conf.nats_passwords, opts
+    )
     collector = telemetry.otel_collector(namespace, conf.otlp_upstream, opts)
     after = pulumi.ResourceOptions(depends_on=[ns, nats_release, collector])
     for spec in (*conf.agents, conf.edge):

@@ -6,7 +6,9 @@ sets), ``resources.<agent>.{requests,limits}.{cpu,memory}``, ``natsReplicas`` (3
 production memory backends' endpoints), ``env`` (more plain ``SOPHIA_*`` values),
 ``secrets`` (a *secret* object: credentials such as ``SOPHIA_POSTGRES_DSN``,
 ``SOPHIA_LLM_API_KEY``, ``AWS_SECRET_ACCESS_KEY``), ``edgeServiceType`` (``ClusterIP``),
-``otlpUpstream`` (where the collector forwards traces; empty: it only logs them).
+``otlpUpstream`` (where the collector forwards traces; empty: it only logs them),
+``natsPasswords`` (a *secret* object, required: one password per NATS user of
+ops/nats/accounts.conf, ``{"memory": "…", "tasks": "…", …, "admin": "…", "sys": "…"}``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+
+from ops.nats.permissions import user_names
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class StackSettings:
     secrets: pulumi.Output[dict[str, str]]
     edge_service_type: str
     otlp_upstream: str
+    prefix: str
+    nats_passwords: pulumi.Output[dict[str, str]]
 
 
 def _sized(spec: AgentSpec, replicas: dict[str, Any], resources: dict[str, Any]) -> AgentSpec:
@@ -97,6 +103,8 @@ def load(config: pulumi.Config | None = None) -> StackSettings:
         **{str(k): str(v) for k, v in (cfg.get_object("env") or {}).items()},
     }
     secrets = cfg.get_secret_object("secrets") or pulumi.Output.secret({})
+    prefix = plain.get("SOPHIA_PREFIX", "sophia")
+    passwords = cfg.get_secret_object("natsPasswords") or pulumi.Output.secret({})
     return StackSettings(
         namespace=namespace,
         image=cfg.get("image") or "sophia:0.1.0",
@@ -108,4 +116,15 @@ def load(config: pulumi.Config | None = None) -> StackSettings:
         secrets=secrets,
         edge_service_type=cfg.get("edgeServiceType") or "ClusterIP",
         otlp_upstream=cfg.get("otlpUpstream") or "",
+        prefix=prefix,
+        nats_passwords=passwords.apply(lambda given: complete_passwords(given, prefix)),
     )
+
+
+def complete_passwords(given: dict[str, Any], prefix: str) -> dict[str, str]:
+    """``given`` when it has a password for every NATS user of the install, else ValueError
+    naming the missing users (never a value)."""
+    missing = [user for user in user_names(prefix) if not given.get(user)]
+    if missing:
+        raise ValueError(f"natsPasswords: no password for {', '.join(missing)}")
+    return {str(user): str(password) for user, password in given.items()}

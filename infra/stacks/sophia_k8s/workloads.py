@@ -1,7 +1,9 @@
 """A Deployment per agent and one for the edge (behind a Service); probes as the package says.
 
 Every container reads the same ConfigMap (plain settings) and Secret (credentials) through
-``envFrom``, plus its own ``SOPHIA_NATS_USER``; nothing secret is ever a literal env value.
+``envFrom``, plus its own NATS user (``SOPHIA_NATS_USER``: its service name, as in
+ops/nats/accounts.conf) and that user's password alone (``SOPHIA_NATS_PASSWORD``, one key of
+the ``nats-passwords`` Secret); nothing secret is ever a literal env value.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.stacks.sophia_k8s.nats import PASSWORDS_SECRET
 from infra.stacks.sophia_k8s.settings import AgentSpec
+from ops.nats.permissions import password_env
 
 EDGE_PORT = 8420
 PROBE_PERIOD_S = 10
@@ -45,7 +49,15 @@ def _container(
     spec: AgentSpec, image: str, config: pulumi.Input[str], secret: pulumi.Input[str]
 ) -> k8s.core.v1.ContainerArgs:
     is_edge = spec.name == "edge"
-    env = [k8s.core.v1.EnvVarArgs(name="SOPHIA_NATS_USER", value=spec.name)]
+    password = k8s.core.v1.EnvVarSourceArgs(
+        secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+            name=PASSWORDS_SECRET, key=password_env(spec.service)
+        )
+    )
+    env = [
+        k8s.core.v1.EnvVarArgs(name="SOPHIA_NATS_USER", value=spec.service),
+        k8s.core.v1.EnvVarArgs(name="SOPHIA_NATS_PASSWORD", value_from=password),
+    ]
     if is_edge:
         env.append(k8s.core.v1.EnvVarArgs(name="SOPHIA_EDGE_BIND", value=f"0.0.0.0:{EDGE_PORT}"))
     return k8s.core.v1.ContainerArgs(
