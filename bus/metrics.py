@@ -53,6 +53,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from bus.config import Settings
 from bus.errors import ConfigError
+from bus.processes import pid_alive
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
@@ -355,7 +356,7 @@ def _register(home: Path, bound: tuple[str, int], service: str) -> Path:
     folder = registry_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.json"):
-        if old.stem.isdigit() and not _alive(int(old.stem)):
+        if old.stem.isdigit() and not pid_alive(int(old.stem)):
             old.unlink(missing_ok=True)
     host, port = bound
     if host in ("", "0.0.0.0", "::"):  # bound everywhere: loopback reaches it on this machine
@@ -367,13 +368,3 @@ def _register(home: Path, bound: tuple[str, int], service: str) -> Path:
     partial.write_text(json.dumps(entry))
     partial.replace(path)  # Prometheus never reads half a file
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -12,7 +12,6 @@ agents share a name) and otherwise names the module and what is wrong.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -26,6 +25,7 @@ import msgspec
 
 from bus.config import Settings
 from bus.errors import BadRequestError, ConfigError
+from bus.processes import pid_alive
 from bus.runner import load_agent
 from bus.subjects import is_token
 from ops.natsserver import NatsServer
@@ -207,25 +207,6 @@ def nats_program(layout: Layout, host: str, port: int) -> Program:
     """nats-server with JetStream storing under the layout's data dir. Raises UnavailableError."""
     server = NatsServer(store_dir=layout.nats_dir, host=host, port=port)
     return Program(NATS, tuple(server.command()), NATS)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (a zombie child is reaped)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def runs(pid: int, argv: list[str]) -> bool:

@@ -25,9 +25,11 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from adapters.lambdalabs import KEY_VARIABLE
 from bus.config import ENV_PREFIX, Settings
 from edge.config import EdgeSettings
 from infra.config import InfraSettings
+from infra.gpu import GpuSettings
 from memory.config import MemorySettings
 from ops.nats.permissions import password_env
 from ops.stack import agent_modules
@@ -66,11 +68,12 @@ MEMORY_NEEDS = {
     "SOPHIA_S3_BUCKET",
     "SOPHIA_S3_ENDPOINT_URL",
 }
-#: variables read outside the settings classes (adapters/llm/config.py, Pulumi, boto)
+#: variables read outside the settings classes (the llm and Lambda adapters, Pulumi, boto)
 OTHER_KNOWN = {
     "SOPHIA_LLM_BASE_URL",
     "SOPHIA_LLM_MODEL",
     "SOPHIA_LLM_API_KEY",
+    KEY_VARIABLE,
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_METRICS_EXPORTER",
     "PULUMI_ACCESS_TOKEN",
@@ -215,7 +218,14 @@ def test_every_address_points_at_a_service_of_the_file(
 def test_every_sophia_process_gets_what_it_needs(services: dict[str, dict[str, Any]]) -> None:
     known = OTHER_KNOWN | {
         ENV_PREFIX + f.name.upper()
-        for cls in (Settings, MemorySettings, EdgeSettings, TaskSettings, InfraSettings)
+        for cls in (
+            Settings,
+            MemorySettings,
+            EdgeSettings,
+            TaskSettings,
+            InfraSettings,
+            GpuSettings,
+        )
         for f in msgspec.structs.fields(cls)
     }
     for name, service in sophia_services(services).items():
