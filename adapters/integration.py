@@ -31,7 +31,7 @@ A subclass may refine the table for its service's own error codes (:meth:`error_
 The resilience parts are shared with the model gateway, not copied: the circuit breaker
 (:mod:`adapters.llm.breaker`: opens after ``breaker_failures`` failures in a row, half-opens
 after ``breaker_cooldown_s`` and lets one probe through), the jittered backoff that honours
-``Retry-After`` (:mod:`adapters.llm.backoff`) and the token bucket (:mod:`edge.limits`). A
+``Retry-After`` (:mod:`adapters.llm.backoff`) and the token bucket (:mod:`bus.ratelimit`). A
 ``Retry-After`` pauses every call of the integration until it has passed, so one 429 does not
 turn into a burst of them.
 """
@@ -60,7 +60,7 @@ from bus.errors import (
     TimeoutError_,
     UnavailableError,
 )
-from edge.limits import RateLimiter
+from bus.ratelimit import RateLimiter
 
 log = logging.getLogger("sophia.adapters")
 
