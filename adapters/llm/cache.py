@@ -15,7 +15,8 @@ What may be cached and served, and nothing else:
   check both agree.
 
 The memory agent being slow or away is a miss, never an error: a lookup waits at most
-``cache_lookup_timeout_s``.
+``cache_lookup_timeout_s``. A put runs after the reply, so it may wait the bus's request
+timeout (a memory agent still loading its model stores the entry instead of losing it).
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ class CallCache:
         request = CacheLookupRequest(
             model=key.model, prompt=key.prompt, scope=key.partition, semantic=key.semantic
         )
-        found = await self._ask("cache.lookup", request, CacheLookupResult)
+        found = await self._ask(
+            "cache.lookup", request, CacheLookupResult, timeout=self.lookup_timeout_s
+        )
         if found is None or not found.hit:
             return None
         if found.exact:
@@ -138,12 +141,24 @@ class CallCache:
             ttl_s=self.ttl_s,
             semantic=key.semantic,  # plan, code, review: exact only, nothing to embed
         )
-        await self._ask("cache.put", request, CachePutResult)
+        # Off the reply path: the put may wait the bus's request timeout, not the lookup's.
+        await self._ask("cache.put", request, CachePutResult, timeout=None)
 
-    async def _ask(self, endpoint: str, body: msgspec.Struct, reply: type[T]) -> T | None:
+    async def _ask(
+        self,
+        endpoint: str,
+        body: msgspec.Struct,
+        reply: type[T],
+        *,
+        timeout: float | None,
+    ) -> T | None:
         try:
             return await self.bus.request(
-                "memory", endpoint, body, reply, timeout=self.lookup_timeout_s
+                "memory",
+                endpoint,
+                body,
+                reply,
+                timeout=timeout,
             )
         except SophiaError as exc:
             if not self._memory_down_logged:

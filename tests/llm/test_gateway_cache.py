@@ -26,7 +26,10 @@ async def memory(settings: Settings) -> AsyncIterator[MemoryAgent]:
 
 
 def one_model(upstream: OpenAIUpstream, tmp_path: Path) -> Path:
-    return write_toml(tmp_path / "sophia.toml", [model("m", upstream.base_url)])
+    # These tests are about meaning, not speed: a lookup on a loaded machine may take its time.
+    return write_toml(
+        tmp_path / "sophia.toml", [model("m", upstream.base_url)], cache_lookup_timeout_s=10.0
+    )
 
 
 def with_system(system: str, text: str) -> CompleteRequest:
