@@ -174,6 +174,7 @@ class Agent:
                 batch=self.settings.work_batch,
                 max_deliver=self.settings.work_max_deliver,
                 ack_wait_s=self.settings.work_ack_wait_s,
+                deadline_s=self.settings.work_deadline_s,
             )
             self.link.on_back(self._consumer.reset_pulls)
             tg.start_soon(self._consumer.run)

@@ -74,6 +74,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     work_batch: Count = 32
     work_max_deliver: Count = 5
     work_ack_wait_s: Seconds = 30.0
+    #: the watchdog: a work handler still running this long after it started is given up on
+    work_deadline_s: Seconds = 3600.0
     reconnect_max_s: Seconds = 2.0
     #: this process's own NATS user and password (ops/nats/accounts.conf gives each agent one);
     #: empty for a server without accounts. The password never appears in a repr or a log.
@@ -95,6 +97,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             description="must be HOST:PORT with a port from 0 (any free one) to 65535, or off",
         ),
     ] = "127.0.0.1:0"
+    #: finished spans also written as OTLP-JSON lines under ``<home>/traces`` (bus/spanfiles.py)
+    #: for ``sophia trace``: ``auto`` is on in the programs ``sophia up`` starts, else off
+    trace_files: Literal["auto", "on", "off"] = "auto"
+    #: what ``<home>/traces`` may hold in all; the oldest files go first
+    trace_files_max_mb: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
 
     def __repr__(self) -> str:
         shown = msgspec.structs.asdict(self)

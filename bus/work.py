@@ -11,6 +11,12 @@ for the free slots (backpressure lives on the server, not in a local buffer). An
 handler runs longer than a third of ``ack_wait_s`` is told to the server as still in progress
 (``+WPI``) about every third of it, so a long step (a coder's model calls) is never
 redelivered while its handler lives, and is redelivered ``ack_wait_s`` after its process died.
+
+A watchdog bounds that extension: a handler still running ``deadline_s`` after it started is
+given up on — logged (``work_deadline_exceeded``), no longer reported in progress, cancelled,
+and its item nak'ed for another delivery (dead-lettered if it was the last allowed one). A
+handler that ignores the cancellation keeps its slot, so its process asks for less work, and
+whatever it does later is neither acked nor nak'ed: the item is no longer its own.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import base64
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -49,6 +56,17 @@ def backoff(delivery: int) -> float:
     return min(NAK_BASE_S * 2 ** max(delivery - 1, 0), NAK_MAX_S)
 
 
+@dataclass(slots=True)
+class Handling:
+    """One item being handled: when it started, its last sign of life, its cancel scope."""
+
+    msg: Msg
+    started: float
+    seen: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    expired: bool = False  # the watchdog gave it up: the item is no longer this handler's
+
+
 def _describe(exc: BaseException) -> tuple[str, int, bool]:
     """(text, code, retryable) for a failed work item: bad input and refusals are final."""
     code, text = describe(exc)
@@ -74,9 +92,11 @@ class WorkConsumer:
         batch: int,
         max_deliver: int,
         ack_wait_s: float = 30.0,
+        deadline_s: float = 3600.0,
     ) -> None:
         self.bus = bus
         self.heartbeat_s = ack_wait_s / 3
+        self.deadline_s = deadline_s
         self.service = service
         self.item_type = item_type
         self.handler = handler
@@ -88,12 +108,13 @@ class WorkConsumer:
         self.acked = 0
         self.failed = 0
         self.dead_lettered = 0
+        self.expired = 0
         self._outstanding = 0  # credits asked for and not yet delivered or expired
         self._last_pull = 0.0
         self._stopping = False
         self._wake = anyio.Event()
         self._tasks = TaskSet(max_in_flight)
-        self._handling: dict[int, tuple[Msg, float]] = {}  # id(msg): (msg, last sign of life)
+        self._handling: dict[int, Handling] = {}  # by id(msg)
         self._running = False
         self._sub: Subscription | None = None
         self._inbox = ""
@@ -111,9 +132,10 @@ class WorkConsumer:
             while not self._stopping:
                 await self._top_up()
                 self._wake = anyio.Event()
-                with anyio.move_on_after(min(PULL_EXPIRES_S / 2, self.heartbeat_s)):
+                tick = min(PULL_EXPIRES_S / 2, self.heartbeat_s, self.deadline_s / 4)
+                with anyio.move_on_after(tick):
                     await self._wake.wait()
-                await self._heartbeat()
+                await self._tend()
         finally:
             self._stopping = True
 
@@ -139,17 +161,42 @@ class WorkConsumer:
             await self._sub.unsubscribe()
             self._sub = None
 
-    async def _heartbeat(self) -> None:
-        """Tell the server that items handled for longer than ``heartbeat_s`` are alive."""
+    async def _tend(self) -> None:
+        """Give up on handlers past ``deadline_s``; tell the server that the others handled
+        for longer than ``heartbeat_s`` are alive."""
         now = time.monotonic()
-        for key, (msg, seen) in list(self._handling.items()):
-            if now - seen < self.heartbeat_s:
+        for handling in list(self._handling.values()):
+            if handling.expired:
                 continue
-            self._handling[key] = (msg, now)
+            if now - handling.started >= self.deadline_s:
+                await self._expire(handling)
+                continue
+            if now - handling.seen < self.heartbeat_s:
+                continue
+            handling.seen = now
             try:
-                await msg.in_progress()
+                await handling.msg.in_progress()
             except nats.errors.Error:  # the connection is down: redelivery covers it
                 log.debug("work_heartbeat_failed", extra={"service": self.service})
+
+    async def _expire(self, handling: Handling) -> None:
+        """The watchdog: stop extending ``handling``, cancel it, let its item go elsewhere."""
+        handling.expired = True
+        handling.scope.cancel()
+        msg = handling.msg
+        delivery = msg.metadata.num_delivered
+        self.expired += 1
+        extra = {"service": self.service, "delivery": delivery, "deadline_s": self.deadline_s}
+        log.warning("work_deadline_exceeded", extra=extra)
+        metrics.work_items.add(1, {"service": self.service, "outcome": "expired"})
+        try:
+            if delivery < self.max_deliver:
+                await msg.nak(delay=backoff(delivery))
+            else:
+                text = f"handler ran past the work deadline of {self.deadline_s:g} s"
+                await self._dead_letter(msg, text, 408)
+        except nats.errors.Error:  # the connection is down: ack_wait redelivers it
+            log.debug("work_expire_failed", extra={"service": self.service})
 
     async def _top_up(self) -> None:
         now = time.monotonic()
@@ -191,15 +238,19 @@ class WorkConsumer:
             self._wake.set()
 
     async def _handle(self, msg: Msg) -> None:
-        self._handling[id(msg)] = (msg, time.monotonic())
+        now = time.monotonic()
+        handling = Handling(msg, started=now, seen=now)
+        self._handling[id(msg)] = handling
         try:
-            await self._process(msg)
+            with handling.scope:
+                await self._process(handling)
         finally:
             del self._handling[id(msg)]
             self.in_flight -= 1
             self._wake.set()
 
-    async def _process(self, msg: Msg) -> None:
+    async def _process(self, handling: Handling) -> None:
+        msg = handling.msg
         meta = msg.metadata
         delivery = meta.num_delivered
         with tracing.message_span(
@@ -222,10 +273,14 @@ class WorkConsumer:
                 with context.handling(msg.headers):
                     await self.handler(item)
             except anyio.get_cancelled_exc_class():
-                with anyio.move_on_after(2, shield=True):
-                    await msg.nak()
+                if not handling.expired:
+                    with anyio.move_on_after(2, shield=True):
+                        await msg.nak()
                 raise
             except Exception as exc:
+                if handling.expired:
+                    log.warning("work_failed_after_deadline", extra={"service": self.service})
+                    return
                 text, code, retryable = _describe(exc)
                 span.set_status(Status(StatusCode.ERROR, text))
                 self.failed += 1
@@ -238,6 +293,9 @@ class WorkConsumer:
                     metrics.work_items.add(1, {"service": self.service, "outcome": "retried"})
                 else:
                     await self._dead_letter(msg, text, code)
+                return
+            if handling.expired:  # it returned after all, late: its item went elsewhere
+                log.warning("work_done_after_deadline", extra={"service": self.service})
                 return
             await msg.ack()
             self.acked += 1
