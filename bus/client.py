@@ -13,6 +13,7 @@ from typing import TypeVar
 import anyio
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -24,6 +25,7 @@ from bus.connection import Link
 from bus.errors import (
     BadRequestError,
     PayloadTooLargeError,
+    StorageFullError,
     UnavailableError,
     error_from_code,
 )
@@ -36,6 +38,11 @@ T = TypeVar("T")
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: JetStream's error codes for "no space": insufficient resources, account resource limits,
+#: insufficient memory, insufficient storage (nats-server's JSErrCodes)
+STORAGE_FULL_CODES = frozenset({10023, 10002, 10028, 10047})
+#: "stream store failed", which carries "maximum bytes exceeded" for a stream at max_bytes
+STREAM_STORE_FAILED = 10077
 #: pauses before asking again after "no responders" (see _request_once_more_if_unseen)
 UNSEEN_PAUSES_S = (0.0, 0.05)
 
@@ -193,6 +200,14 @@ class Bus:
                 raise self._too_large(payload) from None
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
                 raise UnavailableError(f"publish to {subject} not acknowledged") from exc
+            except nats.js.errors.APIError as exc:
+                if not storage_full(exc):
+                    raise
+                raise StorageFullError(
+                    f"bus storage is full: {subject} was not stored ({exc.description}); "
+                    "it is accepted again once space returns (consumers ack, a purge, a limit "
+                    "raised)"
+                ) from None
 
     def _too_large(self, payload: bytes) -> PayloadTooLargeError:
         limit = self.nc.max_payload
@@ -208,6 +223,15 @@ class Bus:
         except Exception as exc:  # flush raises several nats-py types
             raise UnavailableError("NATS does not answer") from exc
         return (time.perf_counter() - start) * 1000
+
+
+def storage_full(exc: nats.js.errors.APIError) -> bool:
+    """Whether JetStream refused a write for want of space: its server, account or stream
+    storage is full (``max_file_store``, an account limit, a stream's ``max_bytes``)."""
+    if exc.err_code in STORAGE_FULL_CODES:
+        return True
+    text = (exc.description or "").lower()
+    return exc.err_code == STREAM_STORE_FAILED and "maximum" in text
 
 
 def service_error(code: int, description: str) -> tuple[bytes, dict[str, str]]:

@@ -16,6 +16,7 @@ The hierarchy can be caught at any level::
 
     RetryableError             may pass on a later try (a durable work item is redelivered)
     ├── UnavailableError       503 (a ServerError too)
+    │   └── StorageFullError   503: JetStream's storage (a stream's or the server's) is full
     ├── TimeoutError_          408 (a ServerError: a bounded wait of ours ran out)
     └── OverLimitError         429 (a ClientError too: slow down, then retry)
 
@@ -147,6 +148,12 @@ class UnavailableError(ServerError, RetryableError):
 
     code = 503
     default_description = "unavailable"
+
+
+class StorageFullError(UnavailableError):
+    """JetStream refused a write for want of space; it passes once space returns (503)."""
+
+    default_description = "bus storage is full"
 
 
 class TimeoutError_(ServerError, RetryableError):

@@ -20,8 +20,8 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from bus import codec
-from bus.client import Bus
-from bus.errors import BadRequestError, ConflictError, NotFoundError
+from bus.client import Bus, storage_full
+from bus.errors import BadRequestError, ConflictError, NotFoundError, StorageFullError
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -80,7 +80,8 @@ class Records(Generic[T]):
         nothing is written either (the stored record and its revision come back). After the
         n-th lost race it sleeps a random time
         below ``n * backoff_s``. Returns the stored record and its revision. Raises
-        ConflictError after ``attempts`` lost races (a hot key with many writers needs more).
+        ConflictError after ``attempts`` lost races (a hot key with many writers needs more),
+        StorageFullError when JetStream has no space for it.
         """
         for attempt in range(attempts):
             current = await self._read(key)
@@ -96,6 +97,12 @@ class Records(Generic[T]):
             except nats.js.errors.KeyWrongLastSequenceError:
                 await anyio.sleep(backoff_s * (attempt + 1) * random.random())
                 continue
+            except nats.js.errors.APIError as exc:
+                if not storage_full(exc):
+                    raise
+                raise StorageFullError(
+                    f"bus storage is full: {self.bucket} was not written ({exc.description})"
+                ) from None
             return record, revision
         raise ConflictError(f"{self.bucket}: the record kept changing; gave up after {attempts}")
 
