@@ -194,20 +194,24 @@ class Bus:
             wire.check(self.nc, payload, headers)
             try:
                 return await self.js.publish(subject, payload, headers=headers)
-            except nats.errors.NoRespondersError:
-                raise UnavailableError(f"no stream takes {subject}") from None
+            except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+                # nats-py reports "no responders" as NoStreamResponseError: no stream takes the
+                # subject, or the one that does has no leader yet (a cluster node just died)
+                raise UnavailableError(f"no stream takes {subject} now") from None
             except nats.errors.MaxPayloadError:
                 raise self._too_large(payload) from None
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
                 raise UnavailableError(f"publish to {subject} not acknowledged") from exc
             except nats.js.errors.APIError as exc:
-                if not storage_full(exc):
-                    raise
-                raise StorageFullError(
-                    f"bus storage is full: {subject} was not stored ({exc.description}); "
-                    "it is accepted again once space returns (consumers ack, a purge, a limit "
-                    "raised)"
-                ) from None
+                if storage_full(exc):
+                    raise StorageFullError(
+                        f"bus storage is full: {subject} was not stored ({exc.description}); "
+                        "it is accepted again once space returns (consumers ack, a purge, a "
+                        "limit raised)"
+                    ) from None
+                if exc.code == 503:  # JetStream temporarily unavailable (an election, say)
+                    raise UnavailableError(f"JetStream cannot take {subject} now") from None
+                raise
 
     def _too_large(self, payload: bytes) -> PayloadTooLargeError:
         limit = self.nc.max_payload
