@@ -97,6 +97,10 @@ class ProgramState(msgspec.Struct, kw_only=True):
     argv: list[str] = msgspec.field(default_factory=list)
     restarts: int = 0
     last_exit: int | None = None
+    #: when it last exited on its own (Unix time), and how many such exits fall within the
+    #: supervisor's crash window: a crash loop shows here before the program is left down
+    last_exit_at: float | None = None
+    crashes: int = 0
     log: str = ""
 
 
@@ -112,6 +116,9 @@ class StackState(msgspec.Struct, kw_only=True):
     edge_url: str | None
     supervisor_log: str
     programs: list[ProgramState]
+    #: the restart policy: a program that exits this often within the window is left down
+    crash_limit: int = 0
+    crash_window_s: float = 0.0
 
 
 def local_nats_address(url: str) -> tuple[str, int] | None:

@@ -211,7 +211,10 @@ class Supervisor:
                 log.info("program_stopped", extra={"program": program.name, "code": code})
                 break
             log.warning("program_exited", extra={"program": program.name, "code": code})
-            if crashes.record(time.monotonic()):
+            state.last_exit_at = time.time()
+            given_up = crashes.record(time.monotonic())
+            state.crashes = len(crashes.times)
+            if given_up:
                 state.status = "failed"
                 self._save()
                 limit = self.policy.crash_limit
@@ -333,6 +336,8 @@ class Supervisor:
             edge_url=f"http://{self.settings.edge_bind}" if edge else None,
             supervisor_log=str(self.layout.log_file("supervisor")),
             programs=list(self.states.values()),
+            crash_limit=self.policy.crash_limit,
+            crash_window_s=self.policy.crash_window_s,
         )
 
     def _save(self) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from bus.config import Settings, load
 from ops.cli import run_async, seconds
 from ops.render import duration, pretty_json, size, table
 from ops.session import DISCOVER_WINDOW_S, open_bus
-from ops.stack import Layout
+from ops.stack import Layout, ProgramState, StackState
 from ops.survey import Report, survey
 
 
@@ -99,17 +100,33 @@ def _services_table(report: Report) -> str:
 
 
 def _stack_lines(report: Report) -> str:
+    """The stack's line, then one per program that is down or has been restarted: a crash
+    loop shows while it lasts (a program is ``running`` for a moment between its crashes)."""
     stack = report.stack
     assert stack is not None  # checked by the caller
     head = f"stack: supervisor pid {stack.pid}, {stack.phase}, home {stack.home}"
-    down = [p for p in stack.programs if p.status != "running"]
-    if not down:
-        return head + f"; all {len(stack.programs)} programs running"
-    lines = [head] + [
-        f"  {p.name}: {p.status} (restarts {p.restarts}, last exit {p.last_exit}); log {p.log}"
-        for p in down
-    ]
+    total = len(stack.programs)
+    shown = [p for p in stack.programs if p.status != "running" or p.restarts]
+    if not shown:
+        return head + f"; all {total} programs running"
+    running = sum(1 for p in stack.programs if p.status == "running")
+    lines = [head + f"; {running} of {total} programs running"]
+    lines += [_program_line(p, stack) for p in shown]
     return "\n".join(lines)
+
+
+def _program_line(program: ProgramState, stack: StackState) -> str:
+    text = f"  {program.name}: {program.status} (restarts {program.restarts}"
+    text += f", last exit {program.last_exit})"
+    window = f"within {stack.crash_window_s:g} s"
+    if program.status == "failed":
+        text += f" — crash loop: left down after {program.crashes} crashes {window}"
+    elif program.crashes > 1:
+        text += f" — crash loop: {program.crashes} crashes {window}"
+        text += f", left down at {stack.crash_limit}"
+    if program.last_exit_at is not None:
+        text += f", exited {duration(time.time() - program.last_exit_at)} ago"
+    return text + f"; log {program.log}"
 
 
 def _dlq_line(report: Report) -> str:

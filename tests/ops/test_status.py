@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from bus import Bus, Settings
 from bus.topology import ensure_consumer
+from ops.commands.status import render
 from ops.natsserver import free_port
+from ops.stack import ProgramState, StackState
+from ops.survey import DlqStatus, NatsStatus, Report
 from tests.bus.agents import EchoAgent, EchoReply, EchoRequest, Job, Worker
 from tests.ops.conftest import Sophia
 from tests.polling import wait_for
@@ -83,3 +87,50 @@ async def test_status_exits_3_with_a_message_when_nats_is_unreachable(
     assert run.status == 3
     assert f"NATS is not reachable at {url}" in run.err
     assert run.out == ""
+
+
+def _report_with(programs: list[ProgramState]) -> Report:
+    stack = StackState(
+        pid=1,
+        phase="running",
+        home="/h",
+        nats_url="nats://127.0.0.1:4222",
+        nats_started=False,
+        nats_dir="/h/nats",
+        edge_url=None,
+        supervisor_log="/h/logs/supervisor.log",
+        programs=programs,
+        crash_limit=5,
+        crash_window_s=60.0,
+    )
+    return Report(
+        prefix="sophia",
+        nats=NatsStatus(url="nats://127.0.0.1:4222", server_version="2.10.0", rtt_ms=0.1),
+        services=[],
+        streams=[],
+        consumers=[],
+        dlq=DlqStatus(stream="SOPHIA_DLQ", messages=0, by_service={}),
+        stack=stack,
+    )
+
+
+def test_status_shows_a_crash_loop_also_while_the_program_is_up_between_crashes() -> None:
+    looping = ProgramState(
+        name="coder",
+        kind="agent",
+        status="running",  # just restarted: it dies again in a moment
+        restarts=3,
+        last_exit=2,
+        last_exit_at=time.time() - 1,
+        crashes=3,
+        log="/h/logs/coder.log",
+    )
+    steady = ProgramState(name="tasks", kind="agent", status="running", log="/h/logs/tasks.log")
+    text = render(_report_with([looping, steady]))
+    assert "all 2 programs running" not in text
+    assert "2 of 2 programs running" in text
+    assert (
+        "  coder: running (restarts 3, last exit 2) — crash loop: 3 crashes within 60 s, "
+        "left down at 5, exited 1s ago; log /h/logs/coder.log"
+    ) in text
+    assert "tasks:" not in text  # a program that never restarted needs no line
