@@ -114,7 +114,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             tg.start_soon(sampler.run)
             await load.run(until)
             tg.cancel_scope.cancel()
-        await sampler.sample()  # the last row: after the load and its work items ended
+        if recorder.now() - sampler.rows[-1]["t_s"] > 1.0:
+            await sampler.sample()  # the last row: after the load and its work items ended
         run_s = sampler.rows[-1]["t_s"]
         processes = list(stack.pids)
     summary = summarize(sampler.rows, recorder, run_s, processes, list(OPERATIONS), WORK_CONSUMERS)
