@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bus import Agent, work
+from bus import Agent, tracing, work
 from bus.config import Settings
 from bus.schemas.tasks import CodeItem
 from tasks.config import load_tasks
@@ -40,6 +40,7 @@ class CoderAgent(Agent, name="coder"):
 
     @work
     async def code(self, item: CodeItem) -> None:
+        tracing.tag_task(item.task_id)
         await self.coder.run(item)
 
 

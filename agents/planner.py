@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 import nats.errors
 
-from bus import Agent, BadRequestError, endpoint, wire, work
+from bus import Agent, BadRequestError, endpoint, tracing, wire, work
 from bus.codec import encode
 from bus.config import Settings
 from bus.errors import SophiaError
@@ -79,6 +79,7 @@ class PlannerAgent(Agent, name="tasks"):
 
     @work
     async def advance(self, item: t.Advance) -> None:
+        tracing.tag_task(item.task_id)
         await self.planner.advance(item.task_id)
 
     @endpoint(public=True)
@@ -87,7 +88,9 @@ class PlannerAgent(Agent, name="tasks"):
 
         Raises BadRequestError naming ``repo`` (not a git repository) or ``base``.
         """
-        return await self.planner.submit(req)
+        submitted = await self.planner.submit(req)
+        tracing.tag_task(submitted.task_id)
+        return submitted
 
     @endpoint(public=True, access="read")
     async def get(self, req: t.TaskRef) -> t.TaskRecord:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bus import Agent, work
+from bus import Agent, tracing, work
 from bus.config import Settings
 from bus.schemas.tasks import ReviewItem
 from tasks.config import load_tasks
@@ -39,6 +39,7 @@ class ReviewerAgent(Agent, name="reviewer"):
 
     @work
     async def review(self, item: ReviewItem) -> None:
+        tracing.tag_task(item.task_id)
         await self.reviewer.run(item)
 
 

@@ -123,7 +123,7 @@ class Agent:
 
         Raises UnavailableError when NATS cannot be reached at start.
         """
-        tracing.configure(self.name)
+        tracing.configure(self.name, self.settings)
         metrics.configure(self.settings, self.name)
         nc = await connect(self.settings, f"sophia-{self.name}", self.link)
         self._bus = Bus(nc, self.settings, self.link)

@@ -1,8 +1,9 @@
-"""W3C trace context in NATS headers, one span per handled message, OTLP when configured.
+"""W3C trace context in NATS headers, one span per handled message, recorded when configured.
 
-Export is on only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise the
-OpenTelemetry API's default provider records nothing, yet ``traceparent`` still
-travels, so a trace started at the edge continues through every hop.
+Spans are recorded only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set or span files are on
+(``SOPHIA_TRACE_FILES``, which ``sophia up`` turns on); otherwise the OpenTelemetry API's
+default provider records nothing, yet ``traceparent`` still travels, so a trace started at
+the edge continues through every hop.
 """
 
 from __future__ import annotations
@@ -11,39 +12,68 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+if TYPE_CHECKING:
+    from bus.config import Settings
+
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("sophia.bus")
 _configured = False
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+#: the span attribute naming the task a span worked for
+TASK_ID = "sophia.task.id"
+#: a finished span reaches its file within about this long (``sophia trace`` right after a task)
+FILE_EXPORT_DELAY_MS = 500
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
-def configure(service_name: str) -> bool:
-    """Install an OTLP exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; return whether it did.
+def configure(service_name: str, settings: Settings | None = None) -> bool:
+    """Record spans when something takes them; return whether this call set that up.
 
-    Idempotent; never raises on a missing exporter package (returns False).
+    Exporters: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and span files under
+    ``<home>/traces`` when ``settings.trace_files`` is ``on`` (:mod:`bus.spanfiles`). With
+    neither nothing is installed, so spans cost nothing. Idempotent.
     """
     global _configured
-    if _configured or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    otlp = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    files = settings is not None and settings.trace_files == "on"
+    if _configured or not (otlp or files):
         return False
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": f"sophia-{service_name}"}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if otlp:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if files and settings is not None:
+        from bus.spanfiles import SpanFileExporter, traces_dir
+
+        exporter = SpanFileExporter(
+            traces_dir(settings.home_path), service_name, settings.trace_files_max_mb << 20
+        )
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, schedule_delay_millis=FILE_EXPORT_DELAY_MS)
+        )
     trace.set_tracer_provider(provider)
     _configured = True
     return True
+
+
+def tag_task(task_id: str) -> None:
+    """Mark the current span as work of task ``task_id`` (how ``sophia trace`` finds it)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(TASK_ID, task_id)
 
 
 def shutdown() -> None:
@@ -148,6 +178,7 @@ def _recorded_span(
         "messaging.system": "nats",
         "messaging.destination.name": subject,
         "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
         **attributes,
     }
     with _tracer.start_as_current_span(
@@ -167,7 +198,10 @@ _NOT_RECORDED: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
 def client_span(subject: str, operation: str = "send") -> AbstractContextManager[Span]:
     """A producer/client span for an outgoing message; inject inside it.
 
-    With no SDK installed it is a shared no-op (every request passes here)."""
+    ``operation`` is ``send`` for a request (a CLIENT span) or ``publish`` for a durable
+    message (a PRODUCER span); both are ``messaging.operation.type`` ``send`` in the messaging
+    semantic conventions, and ``messaging.operation.name`` tells them apart. With no SDK
+    installed it is a shared no-op (every request passes here)."""
     if not recording():
         return _NOT_RECORDED
     return _tracer.start_as_current_span(
@@ -176,6 +210,7 @@ def client_span(subject: str, operation: str = "send") -> AbstractContextManager
         attributes={
             "messaging.system": "nats",
             "messaging.destination.name": subject,
-            "messaging.operation.type": operation,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": operation,
         },
     )

@@ -84,7 +84,7 @@ async def open_edge(
     hear cancellations and token revocations from elsewhere. Stdio serves one local client and
     needs none of it.
     """
-    traces.configure()
+    traces.configure(settings)
     metrics.configure(settings, EDGE_SERVICE)
     link = Link()
     nc = await connect(settings, "sophia-edge", link, timeout_s=connect_timeout_s)

@@ -24,14 +24,15 @@ from opentelemetry.trace import (
 )
 
 from bus import tracing
+from bus.config import Settings
 
 _tracer = trace.get_tracer("sophia.edge")
 _random = random.Random()  # as the SDK's own id generator: unique, not secret
 
 
-def configure() -> None:
-    """Export spans when ``OTEL_EXPORTER_OTLP_ENDPOINT`` says where (idempotent)."""
-    tracing.configure("edge")
+def configure(settings: Settings | None = None) -> None:
+    """Record spans where ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``settings`` say (idempotent)."""
+    tracing.configure("edge", settings)
 
 
 def carrier_of(headers: Mapping[str, str]) -> dict[str, str] | None:

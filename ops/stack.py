@@ -141,13 +141,17 @@ def edge_available() -> bool:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The environment every program gets: ours, with the resolved core settings pinned."""
+    """The environment every program gets: ours, with the resolved core settings pinned.
+
+    Span files are on unless turned off, so ``sophia trace`` can show what the stack did.
+    """
     env = dict(os.environ)
     env.update(
         SOPHIA_HOME=str(settings.home_path),
         SOPHIA_NATS_URL=settings.nats_url,
         SOPHIA_PREFIX=settings.prefix,
         SOPHIA_EDGE_BIND=settings.edge_bind,
+        SOPHIA_TRACE_FILES="off" if settings.trace_files == "off" else "on",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from adapters.llm.ledger import CallLedger, CallRecord
-from bus import metrics
+from bus import metrics, tracing
 from bus.client import Bus
 from bus.errors import SophiaError
 from bus.schemas.llm import Attempt, CallEvent, CompleteRequest, CompleteResult, DegradedEvent
@@ -158,7 +158,9 @@ def _measure(result: CompleteResult, outcome: str) -> None:
 def _span_attributes(span: Span, req: CompleteRequest, model: str, provider: str) -> None:
     span.update_name(f"chat {model}" if model else "chat")
     span.set_attribute("gen_ai.operation.name", "chat")
+    # both names: gen_ai.system until semantic conventions 1.36, gen_ai.provider.name since
     span.set_attribute("gen_ai.system", provider or "unknown")
+    span.set_attribute("gen_ai.provider.name", provider or "unknown")
     span.set_attribute("gen_ai.request.model", model)
     span.set_attribute("gen_ai.request.max_tokens", req.max_tokens)
     span.set_attribute("gen_ai.request.temperature", req.temperature)
@@ -166,7 +168,7 @@ def _span_attributes(span: Span, req: CompleteRequest, model: str, provider: str
     if req.scope.project:
         span.set_attribute("sophia.project", req.scope.project)
     if req.scope.task_id:
-        span.set_attribute("sophia.task_id", req.scope.task_id)
+        span.set_attribute(tracing.TASK_ID, req.scope.task_id)
 
 
 def new_call_id() -> str:
