@@ -25,7 +25,8 @@ def figure(scenario: str, counts: dict[str, int], max_recovery_s: float, **extra
     """Print and return the scenario's JSON figure line."""
     line = json.dumps(
         {"figure": f"chaos_{scenario}", **counts, "max_recovery_s": round(max_recovery_s, 3)}
-        | extra
+        | extra,
+        ensure_ascii=False,
     )
     print(line, flush=True)
     return line
