@@ -28,6 +28,8 @@ log = logging.getLogger("sophia.tasks")
 
 #: a task record is written by several agents at once; each race costs one read
 CHANGE_ATTEMPTS = 64
+#: what a caller is told for an id that names no task: the field, not the id (their input)
+NO_SUCH_TASK = "task_id: no such task"
 
 
 def _step_events(old: TaskRecord | None, new: TaskRecord) -> list[tuple[str, str, str, str]]:
@@ -102,8 +104,12 @@ class TaskStore:
         return cls(bus, await Records.tasks(bus, TaskRecord))
 
     async def get(self, task_id: str) -> TaskRecord:
-        """The record. Raises NotFoundError."""
-        return (await self.records.get(task_id))[0]
+        """The record. Raises NotFoundError naming ``task_id`` (never the id itself, which is
+        the caller's input, nor the bucket)."""
+        try:
+            return (await self.records.get(task_id))[0]
+        except NotFoundError:
+            raise NotFoundError(NO_SUCH_TASK) from None
 
     async def create(self, record: TaskRecord) -> TaskRecord:
         def change(current: TaskRecord | None) -> TaskRecord:
@@ -140,7 +146,7 @@ class TaskStore:
 
         def apply(current: TaskRecord | None) -> TaskRecord:
             if current is None and not create:
-                raise NotFoundError(f"task {task_id}: no such task")
+                raise NotFoundError(NO_SUCH_TASK)
             seen[:] = [(current, [])]
             if current is not None and if_live and current.state in TERMINAL:
                 return current
