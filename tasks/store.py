@@ -23,6 +23,7 @@ from bus.client import Bus
 from bus.errors import NotFoundError, SophiaError
 from bus.records import Records
 from bus.schemas.tasks import TERMINAL, TaskEvent, TaskRecord
+from tasks.redaction import redact_record
 
 log = logging.getLogger("sophia.tasks")
 
@@ -153,6 +154,7 @@ class TaskStore:
             new = change(current)  # type: ignore[arg-type]  # None only with create
             if new is current:
                 return current
+            new = redact_record(new)  # model answers and tool output land in records
             events = events_between(current, new)
             seen[:] = [(current, events)]
             return msgspec.structs.replace(new, seq=(current.seq if current else 0) + len(events))
