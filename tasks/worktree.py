@@ -64,6 +64,8 @@ _LOCK_POLL_S = 0.05
 _CLEANUP_TIMEOUT_S = 120.0
 _STDERR_KEEP = 2000
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+#: a hunk header's line ranges, and the function context git puts after them
+_HUNK_CONTEXT = re.compile(r"^(@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@).*$", re.MULTILINE)
 
 
 class GitError(InternalError):
@@ -457,8 +459,13 @@ class Worktrees:
         return (await git(tree, "rev-parse", "--verify", "HEAD", timeout_s=30)).strip()
 
     async def diff(self, repo_or_tree: Path, base: str, head: str) -> str:
-        """The unified diff from ``base`` to ``head`` (no colour, renames found, a/ b/ prefixes)."""
-        return await git(
+        """The unified diff from ``base`` to ``head`` (no colour, renames found, a/ b/ prefixes).
+
+        Hunk headers carry their line ranges only: the "function context" git appends to them
+        is whatever earlier line of the file looks like a heading to it — a line of a private
+        key, say — and this diff goes to models and, in the review prompt, into the model cache.
+        """
+        diff = await git(
             repo_or_tree,
             "diff",
             "--no-color",
@@ -471,6 +478,7 @@ class Worktrees:
             "--",
             timeout_s=120,
         )
+        return _HUNK_CONTEXT.sub(r"\1", diff)
 
     async def diff_stat(self, repo_or_tree: Path, base: str, head: str) -> str:
         """``git diff --stat`` from ``base`` to ``head``."""
