@@ -63,9 +63,10 @@ class Received:
     spans: list[Span]
 
     def trace_of(self, task_id: str) -> list[Span]:
+        """The task's one trace, each span once (an exporter may send a batch again)."""
         ids = {s.trace_id for s in self.spans if attrs(s).get("sophia.task.id") == task_id}
         assert len(ids) == 1, f"task {task_id} is in {len(ids)} traces"
-        return [s for s in self.spans if s.trace_id in ids]
+        return list({s.span_id: s for s in self.spans if s.trace_id in ids}.values())
 
 
 @pytest.fixture
