@@ -503,6 +503,11 @@ async def run_tests(
             "pytest",
             "-q",
             "-rfE",
+            # assertion messages with whole values: pytest otherwise cuts the middle out of a
+            # long one ('ghp_shF3V0yY...b1FrAdThMZAp8'), so a token loses the shape redaction
+            # knows while half of it is still there (pytest 8+; older ones ignore the option)
+            "-o",
+            "verbosity_assertions=2",
             "-p",
             "no:cacheprovider",
             "-o",
