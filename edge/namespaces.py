@@ -57,12 +57,14 @@ def with_namespace(endpoint: Endpoint, args: Any, namespace: str) -> Any:
 
 def client_namespace(scope: Scope) -> str:
     """The namespace an HTTP request sets for itself: ``?namespace=``, else the
-    ``Sophia-Namespace`` header; "" when neither does. Raises BadRequestError."""
+    ``Sophia-Namespace`` header; "" when neither does. Raises BadRequestError when either is
+    not a namespace (the header too when the query wins: the request broke its contract)."""
+    header = check_namespace(Headers(scope=scope).get(HEADER, ""), "Sophia-Namespace")
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
     values = query.get(QUERY)
     if values:
         return check_namespace(values[-1], "?namespace")
-    return check_namespace(Headers(scope=scope).get(HEADER, ""), "Sophia-Namespace")
+    return header
 
 
 def namespace_note(endpoint: Endpoint, namespace: str = "") -> str:

@@ -194,6 +194,11 @@ async def test_http_namespace_header_is_the_default_of_one_request(
     blank = await http.post(
         "/v1/memory/search", json={"query": "x"}, headers={"Sophia-Namespace": "x" * 129}
     )
+    both = await http.post(  # the query wins, but the header must still be a namespace
+        "/v1/memory/search?namespace=ops",
+        json={"query": "x"},
+        headers={"Sophia-Namespace": "x" * 129},
+    )
     spec = (await http.get("/openapi.json")).json()
     assert stored.status_code == 200, stored.text
     assert got.json()["namespace"] == "proj"
@@ -204,6 +209,7 @@ async def test_http_namespace_header_is_the_default_of_one_request(
         "error": "Sophia-Namespace: must be at most 128 characters, not blank",
         "code": 400,
     }
+    assert both.json() == blank.json()
     search = spec["paths"]["/v1/memory/search"]["post"]
     assert "Sophia-Namespace" in {p["name"] for p in search["parameters"]}
     assert "covers every namespace" in search["description"]
