@@ -98,6 +98,7 @@ def stack_env(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[dict[str, st
         SOPHIA_READY_TIMEOUT_S="60",
         SOPHIA_STOP_GRACE_S="10",
         SOPHIA_METRICS_BIND="off",
+        SOPHIA_EDGE_DISCOVERY_S="0.5",  # the edge finds the planner sooner
         SOPHIA_LLM_BASE_URL=upstream.base_url,
         SOPHIA_LLM_MODEL=DEFAULT_MODEL,
         SOPHIA_LLM_CAPABILITIES="json_schema",
@@ -134,6 +135,20 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
     status = cli.main(list(argv))
     out, err = capsys.readouterr()
     return Run(status, out, err)
+
+
+async def stop_stack(layout: Layout) -> None:
+    """What ``sophia down`` does, without a CLI process's start-up: SIGTERM the supervisor,
+    which stops every program gracefully, and wait until it has exited."""
+    state = read_state(layout)
+    assert state is not None
+    os.kill(state.pid, signal.SIGTERM)
+    with anyio.fail_after(60):
+        while pid_alive(state.pid):  # noqa: ASYNC110 (another process: nothing to wait on)
+            await anyio.sleep(0.1)
+    stopped = read_state(layout)
+    assert stopped is not None and stopped.phase == "stopped"
+    assert all(p.pid is None or not pid_alive(p.pid) for p in stopped.programs)
 
 
 async def edge_token(env: dict[str, str]) -> str:
@@ -199,8 +214,7 @@ async def test_one_task_is_one_trace_from_the_edge_to_the_model(
     assert up.returncode == 0, up.stdout + up.stderr
     token = await edge_token(env)
     task_id = await submit_over_http(f"http://{env['SOPHIA_EDGE_BIND']}", token, repo)
-    down = await anyio.to_thread.run_sync(lambda: sophia(env, "down"))  # flushes every exporter
-    assert down.returncode == 0, down.stdout + down.stderr
+    await stop_stack(Layout(Path(env["SOPHIA_HOME"])))  # every process flushes its exporters
     monkeypatch.setenv("SOPHIA_HOME", env["SOPHIA_HOME"])
     traced = run_cli(capsys, "trace", task_id)
     as_json = run_cli(capsys, "trace", task_id, "--json")
@@ -250,11 +264,26 @@ async def test_one_task_is_one_trace_from_the_edge_to_the_model(
     assert lines[2].startswith("POST /v1/tasks/submit ") and " edge " in lines[2]
     assert sum("◀ slowest" in line for line in lines) == 1
     tree = json.loads(as_json.out)["spans"]
+    walked = list(walk(tree))
     assert [n["name"] for n in tree] == ["POST /v1/tasks/submit"]
-    assert count(tree) == len(spans)  # the span files hold what the OTLP receiver got
+    # the span files hold the tree the OTLP receiver got: the same spans, the same parents
+    assert {n["span_id"]: n["parent_id"] for _, n in walked} == {
+        s.span_id.hex(): s.parent_span_id.hex() for s in spans
+    }
+    width = lines[1].index("SERVICE")  # the text shows that tree, each row indented by depth
+    cells = [row[:width].rstrip() for row in lines[2:-1]]
+    shown = [((len(c) - len(c.lstrip(" │├└─"))) // 3, c.lstrip(" │├└─")) for c in cells]
+    assert [depth for depth, _ in shown] == [depth for depth, _ in walked]
+    assert all(
+        n["name"].startswith(name.removesuffix("…"))
+        for (_, name), (_, n) in zip(shown, walked, strict=True)
+    )
     assert unknown.status == 2
     assert unknown.err.count("\n") == 1 and "no recorded spans" in unknown.err
 
 
-def count(nodes: list[dict[str, Any]]) -> int:
-    return sum(1 + count(n["children"]) for n in nodes)
+def walk(nodes: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The JSON tree's nodes in the order ``sophia trace`` prints them, with their depth."""
+    for node in nodes:
+        yield depth, node
+        yield from walk(node["children"], depth + 1)
