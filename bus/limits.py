@@ -39,6 +39,14 @@ PATH_PART_CHARS = 255  # one component of a path (a file name)
 TAGS = 64  # tags in a search filter
 MAX_K = 100  # hits per search
 
+# ---- tasks, the model gateway, infra ------------------------------------------------------
+
+SUBJECT_CHARS = 256  # a progress or stream subject a caller names (its own inbox)
+GOAL_CHARS = 8_192  # a task's goal
+REF_CHARS = 256  # a git ref a task starts from
+MODEL_MESSAGES = 512  # messages in one model call
+CONFIRM_CHARS = 64  # an infra operation's `confirm` (a stack's name)
+
 _SOME_TEXT = r"\S"  # JSON Schema's pattern is a search: at least one non-blank character
 
 
@@ -58,6 +66,8 @@ SessionId = Annotated[str, text(SESSION_ID_CHARS)]
 Model = Annotated[str, text(MODEL_CHARS)]
 Path = Annotated[str, text(PATH_CHARS)]
 K = Annotated[int, msgspec.Meta(ge=1, le=MAX_K)]
+#: empty (none) or a subject; the endpoints that take one check it is an inbox
+Subject = Annotated[str, msgspec.Meta(max_length=SUBJECT_CHARS)]
 
 
 def table() -> list[tuple[str, str]]:
@@ -75,4 +85,10 @@ def table() -> list[tuple[str, str]]:
         ("index path", f"{PATH_CHARS} characters, components {PATH_PART_CHARS}, no NUL"),
         ("search filter tags", f"{TAGS}"),
         ("hits per search (k)", f"1 to {MAX_K}"),
+        ("progress or stream subject (an inbox)", f"{SUBJECT_CHARS} characters"),
+        ("task goal", f"{GOAL_CHARS} characters, not blank"),
+        ("task base (a git ref)", f"{REF_CHARS} characters"),
+        ("messages in one model call", f"1 to {MODEL_MESSAGES}"),
+        ("model message content", f"{TEXT_CHARS} characters"),
+        ("infra confirm", f"{CONFIRM_CHARS} characters"),
     ]

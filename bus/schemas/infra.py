@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from bus.limits import CONFIRM_CHARS, Subject
 from bus.subjects import TOKEN_PATTERN
 
 SECRET_MASK = "[secret]"
@@ -42,6 +43,7 @@ EnvName = Annotated[
 ]
 AgentName = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN, max_length=64)]
 WaitS = Annotated[float, msgspec.Meta(ge=0, le=3600)]
+Confirm = Annotated[str, msgspec.Meta(max_length=CONFIRM_CHARS)]
 Operation = Literal["preview", "up", "refresh", "destroy", "scale"]
 Phase = Literal["started", "succeeded", "failed"]
 
@@ -79,9 +81,9 @@ class OperationRequest(msgspec.Struct, kw_only=True):
 
     stack: StackName
     env: EnvName = ""
-    confirm: str = ""  # the stack's name, for up/destroy on a protected stack
+    confirm: Confirm = ""  # the stack's name, for up/destroy on a protected stack
     wait_s: WaitS = 50.0  # answer after this long at most; the operation runs on
-    progress_subject: str = ""  # an inbox: CallProgress per engine step
+    progress_subject: Subject = ""  # an inbox: CallProgress per engine step
 
 
 class ScaleRequest(msgspec.Struct, kw_only=True):
@@ -91,9 +93,9 @@ class ScaleRequest(msgspec.Struct, kw_only=True):
     agent: AgentName
     replicas: Annotated[int, msgspec.Meta(ge=0, le=100)]
     env: EnvName = ""
-    confirm: str = ""
+    confirm: Confirm = ""
     wait_s: WaitS = 50.0
-    progress_subject: str = ""
+    progress_subject: Subject = ""
 
 
 class OperationResult(msgspec.Struct, kw_only=True):

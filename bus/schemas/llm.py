@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-from bus.limits import ID_CHARS, NAMESPACE_CHARS, text
+from bus.limits import ID_CHARS, MODEL_MESSAGES, NAMESPACE_CHARS, TEXT_CHARS, Subject, text
 
 Task = Literal["plan", "code", "review", "summarize", "chat"]
 TASKS: tuple[str, ...] = get_args(Task)
@@ -33,14 +33,13 @@ Outcome = Literal[
     "over_budget",  # skipped: its worst-case cost does not fit a budget
 ]
 
-MAX_MESSAGES = 512
+MAX_MESSAGES = MODEL_MESSAGES
 MAX_OUTPUT_TOKENS = 1_000_000
 
 Role = Literal["system", "user", "assistant"]
-MessageText = Annotated[str, text(524_288, blank=True)]
+MessageText = Annotated[str, text(TEXT_CHARS, blank=True)]
 ScopeName = Annotated[str, msgspec.Meta(max_length=NAMESPACE_CHARS)]
 TaskId = Annotated[str, msgspec.Meta(max_length=ID_CHARS)]
-Subject = Annotated[str, msgspec.Meta(max_length=256)]
 
 
 class Message(msgspec.Struct, kw_only=True):

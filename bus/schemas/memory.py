@@ -29,6 +29,7 @@ from bus.limits import (
     Path,
     Query,
     SessionId,
+    Subject,
     Text,
     text,
 )
@@ -184,7 +185,7 @@ class IndexRequest(msgspec.Struct, kw_only=True):
 
     path: Path
     namespace: OptionalNamespace = ""
-    progress_subject: str = ""  # an inbox of the caller's: IndexProgress after each file
+    progress_subject: Subject = ""  # an inbox of the caller's: IndexProgress after each file
 
 
 class IndexResult(msgspec.Struct, kw_only=True):

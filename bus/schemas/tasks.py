@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-from bus.limits import ID_CHARS, PATH_CHARS, Path, text
+from bus.limits import GOAL_CHARS, ID_CHARS, PATH_CHARS, REF_CHARS, Path, Subject, text
 
 Pattern = Literal["fast", "balanced", "quality"]
 State = Literal["queued", "planning", "running", "reviewing", "done", "failed", "cancelled"]
@@ -45,8 +45,6 @@ Reason = Literal[
     "error",
 ]
 
-GOAL_CHARS = 8_192
-REF_CHARS = 256
 MAX_STEPS = 32
 MAX_FILES_PER_STEP = 64
 MAX_FINDINGS = 200
@@ -66,7 +64,6 @@ StepId = Annotated[
 ]
 FilePath = Annotated[str, msgspec.Meta(min_length=1, max_length=PATH_CHARS)]
 Message = Annotated[str, msgspec.Meta(max_length=MESSAGE_CHARS)]
-Subject = Annotated[str, msgspec.Meta(max_length=256)]
 
 
 # ---- model-facing formats ---------------------------------------------------------------------
