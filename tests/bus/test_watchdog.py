@@ -55,7 +55,7 @@ async def consumer_state(bus: Bus) -> tuple[int, int]:
 @pytest.fixture
 def hurried(settings: Settings) -> Settings:
     """A deadline far below ack_wait (5 s): only the watchdog can free an item in time."""
-    return msgspec.structs.replace(settings, work_deadline_s=DEADLINE_S, work_max_deliver=3)
+    return msgspec.structs.replace(settings, work_deadline_s=DEADLINE_S, work_max_deliver=2)
 
 
 @pytest.fixture
@@ -95,9 +95,9 @@ async def test_watchdog_leaves_a_handler_within_its_deadline_alone(
     settings: Settings, bus: Bus
 ) -> None:
     # the handler outlives ack_wait: heartbeats keep it, and its deadline is far off
-    patient = msgspec.structs.replace(settings, work_ack_wait_s=1.5, work_deadline_s=30.0)
+    patient = msgspec.structs.replace(settings, work_ack_wait_s=1.0, work_deadline_s=30.0)
     async with running(Hanger(patient)) as agent:
-        await bus.submit_work("hanger", Hang(id="slow", sleep_s=3.0), msg_id="slow")
+        await bus.submit_work("hanger", Hang(id="slow", sleep_s=2.0), msg_id="slow")
         await wait_for(lambda: agent.done == ["slow"])
         assert agent._consumer is not None
         await wait_for(lambda: agent._consumer is not None and agent._consumer.acked == 1)
