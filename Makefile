@@ -34,3 +34,4 @@ bench:
 	.venv/bin/python bench/cache_quality.py
 	.venv/bin/python bench/gateway.py
 	.venv/bin/python bench/tasks.py
+	.venv/bin/python bench/tracing.py

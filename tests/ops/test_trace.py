@@ -9,6 +9,7 @@ machine's load. The whole way from ``sophia up`` through the stack is
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -113,6 +116,23 @@ def test_span_files_hold_each_batch_as_one_otlp_json_line(home: Path) -> None:
     assert written["kind"] == 1  # SPAN_KIND_INTERNAL, a number as OTLP/JSON writes enums
     assert written["endTimeUnixNano"] == str(T0 + 3 * MS)
     assert {"key": TASK_ID, "value": {"stringValue": "t1"}} in written["attributes"]
+
+
+def test_span_file_lines_are_what_the_otlp_encoder_makes_in_otlp_json(home: Path) -> None:
+    t = tracer(home, "llm")
+    parent = span(t, "process sophia.llm.complete", 0, 9, kind="x", size="3")
+    child = t.start_span("chat test-model", context=set_span_in_context(parent), start_time=T0)
+    child.set_attributes({"tokens": 7, "cost": 0.5, "cached": False, "reasons": ["stop"]})
+    child.add_event("retry", {"attempt": 1}, timestamp=T0 + 1)
+    child.set_status(Status(StatusCode.ERROR, "no model answered"))
+    child.end(end_time=T0 + 5 * MS)
+    [line] = list(read_lines(traces_dir(home)))[1:]
+    reference = MessageToDict(encode_spans([child]), use_integers_for_enums=True)
+    [expected] = reference["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    for name in ("traceId", "spanId", "parentSpanId"):  # protobuf's JSON mapping: base64
+        expected[name] = base64.b64decode(expected[name]).hex()
+    [written] = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert written == expected
 
 
 def test_a_span_file_past_its_share_rotates_once(home: Path) -> None:
