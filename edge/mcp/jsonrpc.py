@@ -12,6 +12,9 @@ from typing import Any
 import msgspec
 from mcp_types import INVALID_REQUEST, PARSE_ERROR
 
+from bus import codec
+from bus.limits import MAX_NESTING
+
 RequestId = int | str
 
 
@@ -50,18 +53,31 @@ class RpcError(Exception):
         self.request_id = request_id
 
 
-_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
 
 
+_decoder = msgspec.json.Decoder(Message)
+#: levels ``params`` may nest: room for a tool's arguments at the bus's own limit, whose
+#: refusal names the field, while nothing deep enough to exhaust a parser gets further
+ENVELOPE_NESTING = 4 * MAX_NESTING
+
+
 def decode(data: bytes | str) -> Message:
-    """Decode one message. Raises RpcError (-32700 not JSON, -32600 not one valid message)."""
+    """Decode one message. Raises RpcError (-32700 not JSON, -32600 not one valid message,
+    nested deeper than :data:`bus.limits.MAX_NESTING` included: the SDK parses the message
+    again, and a deep one would exhaust the recursion limit there or here)."""
     try:
         msg = _decoder.decode(data)
+    except RecursionError:
+        raise RpcError(INVALID_REQUEST, "invalid request: nested too deeply") from None
     except msgspec.ValidationError as exc:
         raise RpcError(INVALID_REQUEST, f"invalid request: {exc}") from None
     except msgspec.DecodeError:
         raise RpcError(PARSE_ERROR, "parse error: body is not valid JSON") from None
+    try:
+        codec.check_nesting(msg.params, ENVELOPE_NESTING)
+    except msgspec.ValidationError:
+        raise RpcError(INVALID_REQUEST, "invalid request: params nested too deeply") from None
     if msg.jsonrpc != "2.0":
         raise RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"', _id(msg))
     if msg.id is None or not (msg.is_request or msg.is_notification or msg.is_response):
