@@ -48,7 +48,7 @@ async def fill(bus: Bus) -> tuple[dict[int, str], list[StorageFullError]]:
     accepted: dict[int, str] = {}
     refused: list[StorageFullError] = []
     n = 0
-    with anyio.fail_after(120):
+    with anyio.fail_after(60):
         while len(refused) < REFUSALS:
             item = job(n)
             try:
