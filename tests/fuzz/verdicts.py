@@ -3,7 +3,8 @@
 The rules, for every input on every channel: a reply within the bound (no reply is a hang);
 never a 500; a refusal is a 4xx whose text names the problem (a field, ``$`` path, or for
 bytes that are no request at all the body) and never quotes internals; 503 only from the
-services this machine lacks (the infra agent's Pulumi CLI and GPU cloud); a value that does
+services this machine lacks (the infra agent's Pulumi CLI and GPU cloud), and only for input
+that fits the schema (bad input is a 400 first); a value that does
 not fit the published schema is never accepted; every accepted write is read back at the end
 (:class:`Writes`).
 """
@@ -120,6 +121,8 @@ def judge(
         return f"{where}: {reply.status} {reply.error!r}"
     if reply.status == 503 and service not in UNAVAILABLE_HERE:
         return f"{where}: 503 from a service that should be available: {reply.error!r}"
+    if reply.status == 503 and fits is False:  # bad input is a 400 before anything is missed
+        return f"{where}: 503 for a value that does not fit the schema: {reply.error!r}"
     if reply.status == 200 and fits is False:
         return f"{where}: accepted a value that does not fit the published schema"
     if 400 <= reply.status < 500:
