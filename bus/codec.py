@@ -27,6 +27,8 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 _EMPTY_JSON = b"{}"
 _EMPTY_MSGPACK = b"\x80"
 _SCALARS = (str, int, float, bool, bytes, type(None))
+#: the integers JSON and MessagePack are encoded with here (msgspec's encoders refuse others)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def is_msgpack(headers: Mapping[str, str] | None) -> bool:
@@ -97,11 +99,13 @@ def encode(value: Any, msgpack: bool = False) -> bytes:
 
 
 def check_nesting(value: Any, limit: int = MAX_NESTING) -> None:
-    """Raise msgspec.ValidationError when ``value`` nests containers deeper than ``limit``.
+    """Raise msgspec.ValidationError when ``value`` nests containers deeper than ``limit``,
+    or holds an integer beyond 64 bits (decoded into a free-form field, it could never be
+    encoded again: not stored, not read back, not even answered).
 
     Iterative (no recursion of its own); Structs count as one level, like the JSON object
     they came from. Costs one step per container and item, so a flat message costs nothing.
-    The error names the top-level field the deep value sits in (a schema's field name, or a
+    The error names the top-level field the value sits in (a schema's field name, or a
     top-level key that looks like one: never free text of the caller's).
     """
     if isinstance(value, _SCALARS):
@@ -120,9 +124,20 @@ def check_nesting(value: Any, limit: int = MAX_NESTING) -> None:
         else:
             continue
         for key, child in items:
+            if isinstance(child, int) and not _INT_MIN <= child <= _INT_MAX:
+                raise _too_big(_named(where, key, depth))
             if not isinstance(child, _SCALARS):
-                named = where or (key if depth == 1 and isinstance(key, str) else "")
-                stack.append((child, depth + 1, named if is_token(named) else ""))
+                stack.append((child, depth + 1, _named(where, key, depth)))
+
+
+def _named(where: str, key: Any, depth: int) -> str:
+    named = where or (key if depth == 1 and isinstance(key, str) else "")
+    return named if is_token(named) else ""
+
+
+def _too_big(where: str) -> msgspec.ValidationError:
+    at = f" - at `$.{where}`" if where else ""
+    return msgspec.ValidationError(f"Integer beyond 64 bits{at}")
 
 
 def _too_deep(limit: int = MAX_NESTING, where: str = "") -> msgspec.ValidationError:
