@@ -10,9 +10,10 @@ CI runs a small derandomized set (the same inputs every time)::
 
     python -m pytest -q tests/fuzz
 
-The full run (at least 10,000 inputs across the bus, HTTP, MCP and schemathesis)::
+The full run (about 11,600 inputs across the bus, HTTP, MCP and schemathesis; the count is
+about 307 per example plus 1,767 fixed ones)::
 
-    SOPHIA_FUZZ_EXAMPLES=100 python -m pytest -q -m fuzz tests/fuzz -p no:cacheprovider
+    SOPHIA_FUZZ_EXAMPLES=32 python -m pytest -q -m fuzz tests/fuzz -p no:cacheprovider
 
 ``--hypothesis-seed=N`` with it repeats one random run.
 """
@@ -121,7 +122,8 @@ def test_bus_payload_over_max_payload_is_refused_by_the_server_and_hurts_no_agen
     with socket.create_connection((host, int(port)), timeout=10) as raw:
         raw.recv(4096)  # INFO
         raw.sendall(b'CONNECT {"verbose":false}\r\n')
-        raw.sendall(f"PUB {target.subject} {size}\r\n".encode() + b"x" * size + b"\r\n")
+        # the size line is enough: the server refuses the message before its body arrives
+        raw.sendall(f"PUB {target.subject} {size}\r\n".encode())
         answer = raw.recv(4096)
     assert b"Maximum Payload" in answer
     tally.count("bus", Reply(413, "server: maximum payload violation"))

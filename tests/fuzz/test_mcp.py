@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
-from tests.edge.clients import INITIALIZE, MCP_HEADERS, http_session
+from tests.edge.clients import INITIALIZE, MCP_HEADERS
 from tests.fuzz.aftermath import settle
 from tests.fuzz.channels import REPLY_BOUND_S, over_mcp
 from tests.fuzz.conftest import examples, fuzz_settings
@@ -36,10 +39,24 @@ PUBLIC = declared(public_only=True)
 REFUSALS = {-32700, -32600, -32601, -32602}
 
 
+@asynccontextmanager
+async def patient_session(url: str, token: str) -> AsyncIterator[ClientSession]:
+    """An SDK session like :func:`tests.edge.clients.http_session`, whose HTTP client waits
+    as long as a fuzz input may take (a slower answer closes the SDK's session)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=REPLY_BOUND_S) as client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write) as opened,
+    ):
+        await opened.initialize()
+        yield opened
+
+
 @pytest.fixture(scope="module")
 def session(stack: Stack) -> Iterator[ClientSession]:
     with stack.portal.wrap_async_context_manager(
-        http_session(f"{stack.edge_url}/mcp", stack.token)
+        patient_session(f"{stack.edge_url}/mcp", stack.token)
     ) as opened:
         yield opened
 

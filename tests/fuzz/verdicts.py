@@ -17,8 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-#: services whose endpoints answer 503 here once the input has passed (no pulumi, no GPU key)
-UNAVAILABLE_HERE = {"infra"}
+#: services that answer 503 here once the input has passed, and what such a text must hold:
+#: the infra agent (no pulumi CLI, no GPU key); the gateway when the scripted model's answer
+#: (``{"answer": …}``) does not fit a random ``response_schema`` (every attempt invalid_output)
+UNAVAILABLE_HERE = {"infra": "", "llm": "invalid_output"}
 #: words of a refusal of bytes that are not a request (no field to name)
 BODY_WORDS = (
     "body",
@@ -119,7 +121,7 @@ def judge(
         return f"{where}: no reply within the bound"
     if reply.status == 500 or (reply.status > 500 and reply.status != 503):
         return f"{where}: {reply.status} {reply.error!r}"
-    if reply.status == 503 and service not in UNAVAILABLE_HERE:
+    if reply.status == 503 and UNAVAILABLE_HERE.get(service, "\x00") not in reply.error:
         return f"{where}: 503 from a service that should be available: {reply.error!r}"
     if reply.status == 503 and fits is False:  # bad input is a 400 before anything is missed
         return f"{where}: 503 for a value that does not fit the schema: {reply.error!r}"
