@@ -10,7 +10,9 @@ is left out:
 - ``p95_flat``: for each operation, the p95 of all its latencies in the window's first quarter
   (5 minutes) against the p95 in its last quarter; flat when the larger over the smaller is at
   most 1.2 (within 20 %). The max/min of the per-minute p95 in the window is listed as well
-  (with a handful of calls a minute it says more about noise than about a trend).
+  (with a handful of calls a minute it says more about noise than about a trend), with
+  ``rose_over_20_pct`` (the last quarter's p95 above 1.2 x the first's: a slowdown, not just a
+  change) and the median load average of both quarters, since the machine may be shared.
 - ``error_rate``: errors over calls, every operation and the whole run; < 0.1 %.
 """
 
@@ -75,8 +77,29 @@ def flatness(recorder: Recorder, op: str, start: float, end: float) -> dict[str,
         "p95_ms_last": round(last * 1000, 2),
         "last_over_first": round(last / first, 3),
         "flat": spread <= FLAT_LIMIT,
+        "rose_over_20_pct": last > first * FLAT_LIMIT,
         "per_minute_p95_max_over_min": round(max(per_minute) / min(per_minute), 2),
     }
+
+
+def quarter_loads(rows: list[dict[str, Any]], start: float, end: float) -> list[float]:
+    """Median load average of the judged window's first and last quarter (the machine is
+    shared: a p95 that moves with it moved with the load, not with the run's age)."""
+    quarter = (end - start) / 4
+    head = [r["load_1m"] for r in rows if start <= r["t_s"] < start + quarter]
+    tail = [r["load_1m"] for r in rows if end - quarter <= r["t_s"] <= end]
+    return [statistics.median(head) if head else 0.0, statistics.median(tail) if tail else 0.0]
+
+
+def write_latencies(recorder: Recorder, path: Path) -> None:
+    """Every call's outcome, so a verdict can be recomputed another way later."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["t_s", "operation", "latency_ms", "error"])
+        for at, op, latency in recorder.latencies:
+            writer.writerow([round(at, 3), op, round(latency * 1000, 3), ""])
+        for at, op, what in recorder.errors:
+            writer.writerow([round(at, 3), op, "", what])
 
 
 def summarize(
@@ -119,6 +142,7 @@ def summarize(
         },
         "consumer_lag_last": rows[-1]["lag_total"],
         "p95": flat,
+        "load_avg_1m_first_last_quarter": quarter_loads(rows, start, end),
         "calls": calls,
         "errors": errors,
         "error_rate": round(error_rate, 6),
