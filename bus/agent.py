@@ -93,6 +93,11 @@ class Agent:
         """Extra ``details`` for the health reply (e.g. a backend's state)."""
         return {}
 
+    async def work_dead_lettered(self, item: Any, error: str, code: int) -> None:
+        """The ``@work`` item ``item`` went to the DLQ with ``error`` and ``code``: tell
+        whoever waits on its outcome. Runs in a task of its own, bounded; what it raises is
+        logged. Not called for an item that does not decode."""
+
     # ---- public API ------------------------------------------------------------------------
 
     @property
@@ -175,6 +180,7 @@ class Agent:
                 max_deliver=self.settings.work_max_deliver,
                 ack_wait_s=self.settings.work_ack_wait_s,
                 deadline_s=self.settings.work_deadline_s,
+                on_dead_letter=self.work_dead_lettered,
             )
             self.link.on_back(self._consumer.reset_pulls)
             tg.start_soon(self._consumer.run)

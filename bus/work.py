@@ -17,6 +17,12 @@ given up on — logged (``work_deadline_exceeded``), no longer reported in progr
 and its item nak'ed for another delivery (dead-lettered if it was the last allowed one). A
 handler that ignores the cancellation keeps its slot, so its process asks for less work, and
 whatever it does later is neither acked nor nak'ed: the item is no longer its own.
+
+After a dead letter is written, ``on_dead_letter`` (the agent's ``work_dead_lettered``) is
+called with the decoded item, the DLQ's error and code, so whoever waits on the item's outcome
+can be told; it runs in a task of its own, bounded by ``hook_timeout_s``, and what it raises is
+logged and swallowed: the consumer never waits for it. An item that does not decode (bad
+input) has nothing to tell, and skips it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +56,11 @@ NAK_BASE_S = 0.5
 NAK_MAX_S = 30.0
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
+HOOK_TIMEOUT_S = 30.0
+MAX_HOOKS = 64  # dead-letter hooks running at once; past it a dead letter is only logged
+
+#: called after a dead letter was written: the decoded item, the DLQ's error text and code
+DeadLetterHook = Callable[[Any, str, int], Awaitable[None]]
 
 
 def backoff(delivery: int) -> float:
@@ -93,8 +105,12 @@ class WorkConsumer:
         max_deliver: int,
         ack_wait_s: float = 30.0,
         deadline_s: float = 3600.0,
+        on_dead_letter: DeadLetterHook | None = None,
+        hook_timeout_s: float = HOOK_TIMEOUT_S,
     ) -> None:
         self.bus = bus
+        self.on_dead_letter = on_dead_letter
+        self.hook_timeout_s = hook_timeout_s
         self.heartbeat_s = ack_wait_s / 3
         self.deadline_s = deadline_s
         self.service = service
@@ -114,6 +130,7 @@ class WorkConsumer:
         self._stopping = False
         self._wake = anyio.Event()
         self._tasks = TaskSet(max_in_flight)
+        self._hooks = TaskSet(MAX_HOOKS)
         self._handling: dict[int, Handling] = {}  # by id(msg)
         self._running = False
         self._sub: Subscription | None = None
@@ -151,10 +168,12 @@ class WorkConsumer:
 
     async def wait_idle(self) -> None:
         await self._tasks.wait_idle()
+        await self._hooks.wait_idle()
 
     async def cancel_all(self) -> None:
         """Cancel handlers still running: their items are nak'ed for prompt redelivery."""
         await self._tasks.cancel_all()
+        await self._hooks.cancel_all()
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -324,6 +343,34 @@ class WorkConsumer:
         self.dead_lettered += 1
         metrics.work_items.add(1, {"service": self.service, "outcome": "dead_lettered"})
         log.warning("work_dead_lettered", extra={"service": self.service, "code": code})
+        self._tell_dead_letter(msg, error, code)
+
+    def _tell_dead_letter(self, msg: Msg, error: str, code: int) -> None:
+        """Start ``on_dead_letter`` for ``msg``'s item, unless it does not decode."""
+        if self.on_dead_letter is None:
+            return
+        try:
+            item = codec.decode(msg.data, self.item_type, codec.is_msgpack(msg.headers))
+        except Exception:  # bad input: nobody waits on an item that never decoded
+            return
+        if not self._hooks.has_room():
+            log.warning("work_dead_letter_hook_skipped", extra={"service": self.service})
+            return
+        self._hooks.start(self._run_hook(self.on_dead_letter, item, error, code, msg.headers))
+
+    async def _run_hook(
+        self,
+        hook: DeadLetterHook,
+        item: Any,
+        error: str,
+        code: int,
+        headers: dict[str, str] | None,
+    ) -> None:
+        try:
+            with anyio.fail_after(self.hook_timeout_s), context.handling(headers):
+                await hook(item, error, code)
+        except Exception:
+            log.exception("work_dead_letter_hook_failed", extra={"service": self.service})
 
 
 def _payload_text(data: bytes) -> tuple[str, str]:
