@@ -43,6 +43,10 @@ class CoderAgent(Agent, name="coder"):
         tracing.tag_task(item.task_id)
         await self.coder.run(item)
 
+    async def work_dead_lettered(self, item: CodeItem, error: str, code: int) -> None:
+        """A code step's item went to the DLQ: its attempt is reported failed."""
+        await self.coder.dead_lettered(item, error, code)
+
 
 if __name__ == "__main__":
     from bus.runner import run_agent

@@ -42,6 +42,10 @@ class ReviewerAgent(Agent, name="reviewer"):
         tracing.tag_task(item.task_id)
         await self.reviewer.run(item)
 
+    async def work_dead_lettered(self, item: ReviewItem, error: str, code: int) -> None:
+        """A review step's item went to the DLQ: its attempt is reported failed."""
+        await self.reviewer.dead_lettered(item, error, code)
+
 
 if __name__ == "__main__":
     from bus.runner import run_agent

@@ -13,7 +13,10 @@ Guarantees of :meth:`StepCoder.run`:
 - a step ends with exactly one commit, with the trailer ``Sophia-Step: <task>/<step>#<attempt>``:
   a redelivered step (its coder died) finds that commit and reports it, or drops the dead
   coder's uncommitted edits and starts the step afresh;
-- a step of a task that ended (cancelled, timed out) stops at once and reports nothing.
+- a step of a task that ended (cancelled, timed out) stops at once and reports nothing;
+- a step whose work item was dead-lettered (its coders kept dying, or the watchdog gave its
+  last delivery up) is reported failed, ``step_failed`` naming the DLQ's error, and the planner
+  told (:meth:`StepCoder.dead_lettered`), unless the attempt was reported already.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from tasks.config import TaskSettings
 from tasks.follow import until_task_ends
 from tasks.planner import quality_head, variant_branch
 from tasks.repomap import read_files, repo_map
-from tasks.steps import take_step, tell_planner, unless_retryable
+from tasks.steps import (
+    dead_letter_message,
+    open_attempt,
+    take_step,
+    tell_planner,
+    unless_retryable,
+)
 from tasks.store import TaskStore
 from tasks.worktree import NothingToCommit, Worktrees, git
 
@@ -114,6 +123,25 @@ class StepCoder:
             if_live=True,
         )
         await tell_planner(self.bus, item.task_id, item.step_id, item.attempt, item.variant)
+
+    async def dead_lettered(self, item: t.CodeItem, error: str, code: int) -> None:
+        """``item`` went to the DLQ: report its attempt failed, as if the step had failed, and
+        tell the planner; an attempt reported already, or no longer the step's, is left alone."""
+        failure = StepFailed("step_failed", dead_letter_message(error, code))
+        candidate = t.Candidate(variant=item.variant, error=failure.message)
+
+        def failed(record: t.TaskRecord) -> t.TaskRecord:
+            step = open_attempt(record, item.step_id, item.attempt)
+            if step is None or any(
+                c.variant == item.variant and (c.commit or c.error) for c in step.candidates
+            ):
+                return record
+            return _reported(record, item, candidate, failure, 0.0)
+
+        old, new = await self.store.change_from(item.task_id, failed, if_live=True)
+        if new is not old:
+            log.warning("step_dead_lettered", extra={"task": item.task_id, "code": code})
+            await tell_planner(self.bus, item.task_id, item.step_id, item.attempt, item.variant)
 
     async def _step(self, record: t.TaskRecord, step: t.Step, item: t.CodeItem) -> t.Candidate:
         repo = Path(record.repo)

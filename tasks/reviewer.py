@@ -36,7 +36,13 @@ from tasks.calls import TaskStopped, add_timings, ask_model
 from tasks.config import TaskSettings
 from tasks.follow import until_task_ends
 from tasks.plan import code_steps_before
-from tasks.steps import take_step, tell_planner, unless_retryable
+from tasks.steps import (
+    dead_letter_message,
+    open_attempt,
+    take_step,
+    tell_planner,
+    unless_retryable,
+)
 from tasks.store import TaskStore
 from tasks.worktree import Worktrees, resolve_commit
 
@@ -103,6 +109,21 @@ class StepReviewer:
             if_live=True,
         )
         await tell_planner(self.bus, item.task_id, item.step_id, item.attempt)
+
+    async def dead_lettered(self, item: t.ReviewItem, error: str, code: int) -> None:
+        """``item`` went to the DLQ: report the review failed, as if it had failed, and tell
+        the planner; an attempt reported already, or no longer the step's, is left alone."""
+        stopped = TaskStopped("step_failed", dead_letter_message(error, code))
+
+        def failed(record: t.TaskRecord) -> t.TaskRecord:
+            if open_attempt(record, item.step_id, item.attempt) is None:
+                return record
+            return _reviewed(record, item, None, stopped, 0.0, 0.0)
+
+        old, new = await self.store.change_from(item.task_id, failed, if_live=True)
+        if new is not old:
+            log.warning("step_dead_lettered", extra={"task": item.task_id, "code": code})
+            await tell_planner(self.bus, item.task_id, item.step_id, item.attempt)
 
     async def _subjects(self, record: t.TaskRecord, step: t.Step) -> list[Subject]:
         """What to review: the task's branch from its base; in quality, each coder's commit

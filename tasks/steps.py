@@ -5,7 +5,9 @@ planner it is over.
 newer attempt of the step was dispatched, or this attempt was reported already (then the
 planner is told again, since the earlier report may have died before it was sent) — and
 otherwise marks the step running. :func:`tell_planner` queues the planner's next look at the
-task, deduplicated per step attempt.
+task, deduplicated per step attempt. :func:`open_attempt` says whether a step attempt still
+waits on its worker's report (a worker whose item was dead-lettered reports it failed, with
+:func:`dead_letter_message`, only then).
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ async def take_step(
         return None
     await store.change(task_id, lambda r: mark_running(r, step_id, attempt), if_live=True)
     return record, step
+
+
+def open_attempt(record: t.TaskRecord, step_id: str, attempt: int) -> t.Step | None:
+    """The step ``step_id`` when ``attempt`` is its current one and waits on its worker's
+    report (dispatched or running, in a live task); else None."""
+    step = by_id(record.plan).get(step_id)
+    if record.state in t.TERMINAL or step is None or step.attempt != attempt:
+        return None
+    return step if step.state in ("dispatched", "running") else None
+
+
+def dead_letter_message(error: str, code: int) -> str:
+    """Why a step attempt failed whose work item went to the DLQ with ``error``."""
+    return f"the step's work item was dead-lettered ({code}): {error}"[: t.MESSAGE_CHARS]
 
 
 def unless_retryable(exc: SophiaError, what: str) -> tuple[str, str]:
