@@ -76,8 +76,8 @@ def decode(data: bytes | str) -> Message:
         raise RpcError(PARSE_ERROR, "parse error: body is not valid JSON") from None
     try:
         codec.check_nesting(msg.params, ENVELOPE_NESTING)
-    except msgspec.ValidationError:
-        raise RpcError(INVALID_REQUEST, "invalid request: params nested too deeply") from None
+    except msgspec.ValidationError as exc:  # too deep, or an integer beyond 64 bits
+        raise RpcError(INVALID_REQUEST, f"invalid request: params: {exc}") from None
     if msg.jsonrpc != "2.0":
         raise RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"', _id(msg))
     if msg.id is None or not (msg.is_request or msg.is_notification or msg.is_response):

@@ -22,7 +22,14 @@ def nested(depth: int) -> bytes:
             + nested(jsonrpc.ENVELOPE_NESTING + 1)
             + b"}",
             -32600,
-            "invalid request: params nested too deeply",
+            f"invalid request: params: Objects and arrays nested deeper than"
+            f" {jsonrpc.ENVELOPE_NESTING} levels - at `$.a`",
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": '
+            b'{"arguments": {"limit": 18446744073709551616}}}',
+            -32600,
+            "invalid request: params: Integer beyond 64 bits - at `$.arguments`",
         ),
         (
             b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": '
@@ -32,7 +39,13 @@ def nested(depth: int) -> bytes:
             "invalid request: nested too deeply",
         ),
     ],
-    ids=["empty", "deep-envelope", "params-past-the-limit", "params-past-recursion"],
+    ids=[
+        "empty",
+        "deep-envelope",
+        "params-past-the-limit",
+        "int-past-64-bits",
+        "params-past-recursion",
+    ],
 )
 def test_jsonrpc_decode_refuses_deep_and_broken_bodies(body: bytes, code: int, text: str) -> None:
     with pytest.raises(RpcError) as caught:
