@@ -100,7 +100,9 @@ def names_problem(text: str, fields: set[str], body: bool) -> bool:
     for a body that is no object (or no JSON) also what was wrong with the body."""
     lowered = text.lower()
     named = fields | EDGE_PARAMETERS
-    if "$" in text or any(f"{name}:" in text or f"`{name}`" in text for name in named):
+    if "$" in text or text.startswith("body:"):  # a path, or the edge's body as a whole
+        return True
+    if any(f"{name}:" in text or f"`{name}`" in text for name in named):
         return True
     return body and any(word in lowered for word in BODY_WORDS)
 
