@@ -41,7 +41,14 @@ class Judge:
         reply = send(value)
         fitting = fits(self.schema, value)
         # a value that is no object has no field to name: the body as a whole is wrong
-        self._judge(reply, fitting, value, _shown(value), body=not isinstance(value, dict))
+        self._judge(
+            reply,
+            fitting,
+            value,
+            _shown(value),
+            body=not isinstance(value, dict),
+            own_deadline=_short_deadline(value),
+        )
         return reply
 
     def raw(self, payload: bytes, send: Callable[[bytes], Reply]) -> Reply:
@@ -55,7 +62,14 @@ class Judge:
         return reply
 
     def _judge(
-        self, reply: Reply, fitting: bool | None, request: Any, shown: str, *, body: bool
+        self,
+        reply: Reply,
+        fitting: bool | None,
+        request: Any,
+        shown: str,
+        *,
+        body: bool,
+        own_deadline: bool = False,
     ) -> None:
         self.tally.count(self.channel, reply)
         where = f"{self.channel} {self.target.declared.id} <- {shown}"
@@ -66,12 +80,18 @@ class Judge:
             fits=fitting,
             fields=self.fields,
             body=body,
+            own_deadline=own_deadline,
         )
         if broken is not None:
             self.problems.append(broken)
             self.tally.violation(broken)
         if self.writes is not None:
             self.writes.note(self.target.declared.id, request, reply)
+
+
+def _short_deadline(value: Any) -> bool:
+    timeout = value.get("timeout_s") if isinstance(value, dict) else None
+    return isinstance(timeout, int | float) and 0 < timeout < 1
 
 
 def _shown(value: Any) -> str:

@@ -115,12 +115,17 @@ def judge(
     fits: bool | None,
     fields: set[str],
     body: bool,
+    own_deadline: bool = False,
 ) -> str | None:
     """The rule ``reply`` breaks, or None. ``fits``: whether the input was valid against the
     published schema (None: raw bytes, no value to validate); ``body``: the input was no
-    object, so a refusal may name the body instead of a field."""
+    object, so a refusal may name the body instead of a field; ``own_deadline``: the request
+    set a ``timeout_s`` under a second, so "deadline passed" (408, 504 at the edge) is its
+    answer."""
     if reply.hang:
         return f"{where}: no reply within the bound"
+    if own_deadline and reply.status in (408, 504):  # what the caller asked for
+        return None
     if reply.status == 500 or (reply.status > 500 and reply.status != 503):
         return f"{where}: {reply.status} {reply.error!r}"
     if reply.status == 503 and UNAVAILABLE_HERE.get(service, "\x00") not in reply.error:
