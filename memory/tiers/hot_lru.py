@@ -5,11 +5,16 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+#: expired entries at the cold end dropped per write at most (bounded work on every write)
+SWEEP_PER_WRITE = 8
+
 
 class LruHotTier:
     """Bounded LRU; an entry past its TTL reads as missing and is dropped.
 
-    Guarantee: at most ``max_items`` entries; never blocks the event loop.
+    Guarantee: at most ``max_items`` entries; never blocks the event loop. Each write also drops
+    up to :data:`SWEEP_PER_WRITE` expired entries from the least recently used end, so entries
+    nobody reads again leave as they expire instead of staying until the cap evicts them.
     """
 
     name = "lru"
@@ -37,9 +42,18 @@ class LruHotTier:
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._data[key] = (time.monotonic() + ttl_s, value)
+        now = time.monotonic()
+        self._data[key] = (now + ttl_s, value)
         self._data.move_to_end(key)
+        self._drop_expired_coldest(now)
         while len(self._data) > self.max_items:
+            self._data.popitem(last=False)
+
+    def _drop_expired_coldest(self, now: float) -> None:
+        for _ in range(SWEEP_PER_WRITE):
+            coldest = next(iter(self._data.values()), None)
+            if coldest is None or coldest[0] >= now:
+                return
             self._data.popitem(last=False)
 
     async def delete(self, key: str) -> None:

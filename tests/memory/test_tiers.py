@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import anyio
 import pytest
 
 from bus.schemas import memory as s
@@ -106,3 +107,21 @@ async def test_sessions_work_over_a_backend_of_that_one_job(tmp_path: Path) -> N
     assert saved.version == 2
     assert (loaded.summary, loaded.context, loaded.version) == ("two", {}, 2)
     assert await archive.count() == 1  # version 1, replaced
+
+
+async def test_lru_writes_drop_expired_entries_instead_of_keeping_them_to_the_cap() -> None:
+    hot = LruHotTier(max_items=1000)
+    for n in range(20):
+        await hot.set(f"old-{n}", b"x", ttl_s=0.001)
+    await anyio.sleep(0.05)  # every old entry is past its TTL now
+    for n in range(3):
+        await hot.set(f"new-{n}", b"y", ttl_s=60.0)
+    assert await hot.count() == 3  # 3 writes x 8 dropped each: none of the 20 left
+    assert [await hot.get(f"new-{n}") for n in range(3)] == [b"y"] * 3
+
+
+async def test_lru_keeps_live_entries_when_it_sweeps() -> None:
+    hot = LruHotTier(max_items=1000)
+    await hot.set("live", b"a", ttl_s=60.0)
+    await hot.set("next", b"b", ttl_s=60.0)
+    assert (await hot.get("live"), await hot.count()) == (b"a", 2)
