@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import httpx
 import nats
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -87,11 +88,10 @@ class Stack:
 
 
 def edge_settings() -> EdgeSettings:
-    """Fast discovery, no rate limit worth the name (the fuzz is not about 429s), and a call
-    timeout well past what any input needs."""
+    """Discovery as configured by default (a shorter poll drops a loaded agent's tools after
+    three slow INFO replies), no rate limit worth the name (the fuzz is not about 429s), and a
+    call timeout well past what any input needs."""
     return EdgeSettings(
-        edge_discovery_s=0.5,
-        edge_discovery_window_s=0.2,
         edge_rate_per_s=1_000_000.0,
         edge_rate_burst=1_000_000,
         edge_call_timeout_s=EDGE_CALL_TIMEOUT_S,
@@ -131,10 +131,27 @@ async def _serve(
             )
             kv = await nc.jetstream().key_value(Subjects(settings.prefix).config_bucket)
             token = await create_token(kv, "fuzzer", ["*"], None)
-            task_status.started((f"http://127.0.0.1:{port}", token, nc))
+            url = f"http://127.0.0.1:{port}"
+            await _edge_lists_everything(url, token)
+            task_status.started((url, token, nc))
             await stop.wait()
             tg.cancel_scope.cancel()
     await nc.drain()
+
+
+async def _edge_lists_everything(url: str, token: str, limit_s: float = 60.0) -> None:
+    """Wait until the edge's /openapi.json has every public endpoint of every agent."""
+    from tests.fuzz.targets import declared
+
+    wanted = {f"/v1/{d.service}/{d.name}" for d in declared(public_only=True)}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+        with anyio.fail_after(limit_s):
+            while True:
+                response = await client.get("/openapi.json")
+                if response.status_code == 200 and wanted <= set(response.json()["paths"]):
+                    return
+                await anyio.sleep(0.2)
 
 
 @contextmanager
