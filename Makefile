@@ -21,7 +21,8 @@ test:
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
-# The benchmarks, with their baselines (the bench extra: PyTorch, which `make test` leaves out).
+# The benchmarks, with their baselines (the bench extra: PyTorch, which `make test` leaves out);
+# the 30-minute soak is run on its own: .venv/bin/python bench/soak.py --minutes 30
 bench:
 	@scripts/bootstrap bench
 	.venv/bin/python bench/bus.py
@@ -35,3 +36,6 @@ bench:
 	.venv/bin/python bench/gateway.py
 	.venv/bin/python bench/tasks.py
 	.venv/bin/python bench/tracing.py
+	.venv/bin/python bench/metrics.py
+	.venv/bin/python bench/cluster.py
+	.venv/bin/python bench/scaleout.py
