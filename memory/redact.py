@@ -112,21 +112,32 @@ def redact_identifier(value: str) -> str:
     return _scan(value)[0]
 
 
-def redact_value(value: Any) -> tuple[Any, int]:
+def redact_value(value: Any, *, keys: bool = True) -> tuple[Any, int]:
     """Redact every string inside a JSON-like value, recursively: dictionary keys too, and
-    the whole of a string stored under a secret's name (``{"db_password": "hunter2!"}``)."""
+    the whole of a string stored under a secret's name (``{"db_password": "hunter2!"}``).
+    ``keys=False`` leaves dictionary keys and what a key's name implies alone, for values
+    whose keys are field names from the code (a task record), not caller text."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, list):
         out, total = [], 0
         for item in value:
-            clean, n = redact_value(item)
+            clean, n = redact_value(item, keys=keys)
             out.append(clean)
             total += n
         return out, total
     if isinstance(value, dict):
-        return _redact_dict(value)
+        return _redact_dict(value) if keys else _redact_dict_values(value)
     return value, 0
+
+
+def _redact_dict_values(value: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
+    result: dict[Any, Any] = {}
+    total = 0
+    for key, item in value.items():
+        result[key], n = redact_value(item, keys=False)
+        total += n
+    return result, total
 
 
 def _redact_dict(value: dict[Any, Any]) -> tuple[dict[Any, Any], int]:

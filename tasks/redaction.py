@@ -15,27 +15,13 @@ secrets is returned as the same object.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from bus.schemas.tasks import TaskRecord
-from memory.redact import redact
-
-
-def _strings(value: Any) -> tuple[Any, int]:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        cleaned = [_strings(item) for item in value]
-        return [c for c, _ in cleaned], sum(n for _, n in cleaned)
-    if isinstance(value, dict):
-        pairs = {key: _strings(item) for key, item in value.items()}
-        return {key: c for key, (c, _) in pairs.items()}, sum(n for _, n in pairs.values())
-    return value, 0
+from memory.redact import redact_value
 
 
 def redact_record(record: TaskRecord) -> TaskRecord:
     """``record`` with every secret in its text replaced; the same object when none is."""
-    clean, count = _strings(msgspec.to_builtins(record))
+    clean, count = redact_value(msgspec.to_builtins(record), keys=False)
     return msgspec.convert(clean, TaskRecord) if count else record
