@@ -3,8 +3,10 @@
 Guarantee: :meth:`Gateway.call` either returns the agent's reply payload or raises a
 ``SophiaError`` whose description is safe to show (the bus's own texts, which name subjects,
 are replaced); every call, refused ones included, yields exactly one audit event. A call
-never waits past ``edge_call_timeout_s``; cancelling it abandons the bus request and publishes
-a :class:`~bus.schemas.edge.CallCancelled` event so the agent may stop too.
+never waits past ``edge_call_timeout_s``, or past its own ``timeout_s`` (the wait an endpoint
+such as ``tasks.wait`` was asked for, already bounded by its schema) and
+:data:`REPLY_GRACE_S` when that is longer; cancelling it abandons the bus request and
+publishes a :class:`~bus.schemas.edge.CallCancelled` event so the agent may stop too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from edge.traces import trace_id_of
 
 log = logging.getLogger("sophia.edge")
 _ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not secrecy
+
+#: How long past a request's own ``timeout_s`` the edge waits for the reply that ends it.
+REPLY_GRACE_S = 5.0
 
 
 def http_status(code: int) -> int:
@@ -140,7 +145,7 @@ class Gateway:
             raise BadRequestError(problem)
         try:
             msg = await self.bus.request_raw(
-                endpoint.subject, payload, {CALL_ID_HEADER: call_id}, self.timeout_s
+                endpoint.subject, payload, {CALL_ID_HEADER: call_id}, self.wait_s(args)
             )
         except UnavailableError:
             self.catalog.refresh_soon()
@@ -149,6 +154,14 @@ class Gateway:
             raise TimeoutError_(f"{endpoint.tool_name} did not answer in time") from None
         raise_for_service_error(msg)
         return msg.data
+
+    def wait_s(self, args: Any) -> float:
+        """How long to wait for the reply to ``args`` (already validated against the schema,
+        which bounds a ``timeout_s`` in it)."""
+        asked = args.get("timeout_s") if isinstance(args, dict) else None
+        if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
+            return max(self.timeout_s, float(asked) + REPLY_GRACE_S)
+        return self.timeout_s
 
     async def _publish_cancel(self, event: CallCancelled) -> None:
         try:

@@ -148,7 +148,7 @@ class WaitRequest(msgspec.Struct, kw_only=True):
     ``progress_subject`` (an inbox) as :class:`TaskProgress`."""
 
     task_id: TaskId
-    #: below the edge's call timeout (SOPHIA_EDGE_CALL_TIMEOUT_S, 60 s): an editor waits in turns
+    #: an editor waits in turns; the edge waits this long (and a few seconds) for the reply
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 50.0
     progress_subject: Subject = ""
 

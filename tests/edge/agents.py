@@ -44,6 +44,7 @@ class TraceReply(msgspec.Struct, kw_only=True):
 class SlowRequest(msgspec.Struct, kw_only=True):
     steps: int = 3
     wait_s: float = 0.0  # after the steps: how long to keep the caller waiting
+    timeout_s: float = 0.0  # how long the caller is willing to wait (0: the edge's own bound)
     progress_subject: str = ""  # where progress goes (the edge names an inbox)
 
 

@@ -29,6 +29,11 @@ INITIALIZE = {
     },
 }
 
+#: The test client's HTTP timeouts: 15 s to connect and write, but a response stream may stay
+#: quiet while a tool works (a task's review step runs its tests without a progress change),
+#: as the SDK's own client allows (30 s, and 300 s between reads on a stream); 120 s bounds it.
+HTTP_TIMEOUT = httpx2.Timeout(15, read=120)
+
 #: What a streamable-HTTP MCP client accepts.
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
@@ -75,7 +80,7 @@ async def http_handshake(
     """:func:`http_session`, with what the server answered to ``initialize``."""
     headers = {"Authorization": f"Bearer {token}"}
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=15, transport=transport) as client,
+        httpx2.AsyncClient(headers=headers, timeout=HTTP_TIMEOUT, transport=transport) as client,
         streamable_http_client(url, http_client=client) as (read, write),
         ClientSession(read, write, message_handler=notifications) as session,
     ):

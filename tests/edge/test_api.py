@@ -10,7 +10,8 @@ from bus import Settings
 from edge.app import health
 from edge.config import EdgeSettings
 from edge.runtime import open_edge
-from tests.edge.conftest import RunningEdge
+from tests.edge.agents import EchoAgent
+from tests.edge.conftest import RunningEdge, edge_settings_for_tests, start_edge, token_client
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +85,24 @@ async def test_api_malformed_json_is_400(http: httpx.AsyncClient) -> None:
     response = await http.post("/v1/echo/say", content=b"{not json")
     assert response.status_code == 400
     assert response.json()["error"].startswith("body: JSON is malformed")
+
+
+async def test_a_call_naming_a_longer_timeout_s_is_waited_for(
+    settings: Settings, echo: EchoAgent, token: str
+) -> None:
+    """SOPHIA_EDGE_CALL_TIMEOUT_S bounds a call, unless the call asks for longer itself (as
+    ``tasks_wait`` does): then the edge waits that long, and a few seconds for the reply."""
+    async with anyio.create_task_group() as tg:
+        edge = await start_edge(tg, settings, edge_settings_for_tests(edge_call_timeout_s=0.5))
+        async with token_client(edge.url, token) as client:
+            cut = await client.post("/v1/echo/slow", json={"steps": 0, "wait_s": 1.5})
+            waited = await client.post(
+                "/v1/echo/slow", json={"steps": 0, "wait_s": 1.5, "timeout_s": 2}
+            )
+        tg.cancel_scope.cancel()
+    assert cut.status_code == 504, cut.text
+    assert "echo_slow did not answer in time" in cut.json()["error"]
+    assert waited.status_code == 200, waited.text
 
 
 async def test_health_and_readiness(edge: RunningEdge) -> None:
