@@ -1,12 +1,15 @@
 """What the bus offers: public endpoints found through the NATS service API (``$SRV.INFO``).
 
 Guarantee: :meth:`Catalog.run` polls every ``edge_discovery_s``, gathering INFO replies for
-``edge_discovery_window_s``; an endpoint appears on the first poll that sees it. It disappears
-when a poll misses its service and NATS says no instance of that name listens at all (no
-responders: the agent has stopped), or after :data:`MISSES_TO_DROP` polls in a row without it
-(an instance of that name of another install answers, or ours is too slow to reply), so one
-slow reply does not flap a tool. Only services of this install (their ``prefix`` metadata)
-count. Each change bumps :attr:`Catalog.version` and wakes :meth:`Catalog.wait_changed`.
+``edge_discovery_window_s``; an endpoint appears on the first poll that sees it. When a poll
+misses a service, ``$SRV.PING.<service>`` settles it: no responders (no instance of that name
+listens: the agent has stopped) drops its endpoints at once; a reply from an instance of this
+install (a loaded agent, slow to send its INFO within the window) keeps them; anything else
+(no reply in time, or only another install's) drops them after :data:`MISSES_TO_DROP` polls in
+a row, so one slow reply does not flap a tool and a hung agent does not stay listed. An
+endpoint its service stops offering while the service still answers goes after as many polls.
+Only services of this install (their ``prefix`` metadata) count. Each change bumps
+:attr:`Catalog.version` and wakes :meth:`Catalog.wait_changed`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bus.micro import InfoResponse
+from bus.micro import InfoResponse, PingResponse
 from bus.subjects import srv
 from edge.schema import InputValidator, closed, object_schema
 
@@ -35,6 +38,7 @@ CONFIRM_TIMEOUT_S = 1.0
 PROGRESS_FIELD = "progress_subject"
 MAX_REPLIES = 10_000
 _info_decoder = msgspec.json.Decoder(InfoResponse)
+_ping_decoder = msgspec.json.Decoder(PingResponse)
 
 
 @dataclass(frozen=True)
@@ -188,18 +192,29 @@ class Catalog:
             for endpoint in endpoints_of(info, self._prefix):
                 seen[(endpoint.service, endpoint.name)] = endpoint
         self.polls += 1
-        gone = {svc for svc, _ in self._by_key} - {svc for svc, _ in seen}
-        self._apply(seen, {svc for svc in gone if not await self._answers(svc)})
+        missed = {svc for svc, _ in self._by_key} - {svc for svc, _ in seen}
+        answers = {svc: await self._ping(svc) for svc in missed}
+        self._apply(
+            seen,
+            stopped={svc for svc, said in answers.items() if said == "none"},
+            alive={svc for svc, said in answers.items() if said == "ours"},
+        )
 
-    async def _answers(self, service: str) -> bool:
-        """Whether any instance named ``service`` listens (of any install); False: none."""
+    async def _ping(self, service: str) -> str:
+        """Who answers ``$SRV.PING.<service>``: ``"ours"`` (an instance of this install),
+        ``"none"`` (nothing listens: NATS's no-responders), or ``"unknown"`` (no reply in time,
+        a disconnected bus, or the first reply from another install)."""
         try:
-            await self._nc.request(srv("PING", service), b"", timeout=CONFIRM_TIMEOUT_S)
+            msg = await self._nc.request(srv("PING", service), b"", timeout=CONFIRM_TIMEOUT_S)
         except nats.errors.NoRespondersError:
-            return False
+            return "none"
         except nats.errors.Error:
-            return True  # slow or disconnected: not proof that it has gone
-        return True
+            return "unknown"  # slow or disconnected: not proof that it has gone
+        try:
+            ping = _ping_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return "unknown"
+        return "ours" if ping.metadata.get("prefix") == self._prefix else "unknown"
 
     async def _gather(self) -> list[Msg]:
         if not self._nc.is_connected:
@@ -219,14 +234,16 @@ class Catalog:
             await sub.unsubscribe()
         return replies
 
-    def _apply(self, seen: dict[tuple[str, str], Endpoint], stopped: set[str]) -> None:
+    def _apply(
+        self, seen: dict[tuple[str, str], Endpoint], *, stopped: set[str], alive: set[str]
+    ) -> None:
         changed = False
         for key, endpoint in seen.items():
             self._misses.pop(key, None)
             if self._by_key.get(key) != endpoint:
                 self._by_key[key] = endpoint
                 changed = True
-        for key in [k for k in self._by_key if k not in seen]:
+        for key in [k for k in self._by_key if k not in seen and k[0] not in alive]:
             self._misses[key] = self._misses.get(key, 0) + 1
             if self._misses[key] >= MISSES_TO_DROP or key[0] in stopped:
                 del self._by_key[key]
