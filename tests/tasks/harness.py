@@ -208,10 +208,15 @@ async def task_stack(
     coders: int = 1,
     reviewers: int = 1,
     env: dict[str, str] | None = None,
+    run_tests: bool = False,
 ) -> AsyncIterator[dict[str, Any]]:
     """The llm, memory, tasks, coder and reviewer agents serving in-process; without
-    ``planner`` (or with ``coders=0``) that agent runs elsewhere (a test's subprocess, say)."""
+    ``planner`` (or with ``coders=0``) that agent runs elsewhere (a test's subprocess, say).
+
+    The reviewer runs ruff and bandit; it runs the repository's tests only with ``run_tests``
+    (seconds a round: the tests about them ask for it, the rest are about the flow)."""
     model_env(monkeypatch, upstream, settings.home_path)
+    monkeypatch.setenv("SOPHIA_TASKS_RUN_TESTS", "true" if run_tests else "false")
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
     upstream.respond_with(model)

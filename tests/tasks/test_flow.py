@@ -47,7 +47,7 @@ async def test_balanced_task_plans_codes_reviews_and_is_done(
     repo = make_repo(tmp_path / "repo")
     head_before = git(repo, "rev-parse", "HEAD").strip()
     model = ScriptedModel()
-    async with task_stack(settings, monkeypatch, upstream, model):
+    async with task_stack(settings, monkeypatch, upstream, model, run_tests=True):
         task_id = await submit(bus, repo)
         record = await wait_done(bus, task_id)
         assert record.state == "done", (record.reason, record.error)
