@@ -45,7 +45,7 @@ from bench.soak_report import (  # noqa: E402
     write_csv,
     write_latencies,
 )
-from bench.soak_sample import consumer_lag, open_files, rss_mb  # noqa: E402
+from bench.soak_sample import consumer_lag, open_files, rss_mb, stream_sizes  # noqa: E402
 from bench.soak_stack import Stack, running_stack  # noqa: E402
 from bus.runner import backend_options  # noqa: E402
 
@@ -81,6 +81,7 @@ class Sampler:
         for name, value in lag.items():
             row[f"lag_{name}"] = value
         row["lag_total"] = sum(v for v in lag.values() if v > 0)
+        row |= await stream_sizes(self.stack.bus)
         latencies = self.recorder.latencies[self._seen_latencies :]
         errors = self.recorder.errors[self._seen_errors :]
         self._seen_latencies += len(latencies)

@@ -133,6 +133,11 @@ def summarize(
         "memory_growth_pct_per_process": {
             p: growth(rows, f"rss_mb_{p}", start, end) for p in processes
         },
+        "streams_judged_first_last": {
+            key: [judged[0][key], judged[-1][key]]
+            for key in judged[0]
+            if key.startswith(("msgs_", "mb_"))
+        },
         "rss_mb_last": {p: rows[-1][f"rss_mb_{p}"] for p in processes},
         "open_files_judged_first_last": {
             p: [judged[0][f"fds_{p}"], judged[-1][f"fds_{p}"]] for p in processes

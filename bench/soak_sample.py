@@ -1,5 +1,6 @@
 """What the soak samples every 10 s from outside the processes: resident memory and open files
-(Linux /proc) and the work stream's consumer lag (JetStream consumer info)."""
+(Linux /proc), the work stream's consumer lag (JetStream consumer info) and what the streams
+hold (JetStream stream info: nats-server's memory follows the messages it keeps)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,22 @@ async def consumer_lag(bus: Bus, consumers: list[str]) -> dict[str, int]:
             continue
         lag[name] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
     return lag
+
+
+async def stream_sizes(bus: Bus) -> dict[str, float]:
+    """Messages and MiB each stream of the install holds (-1 when it cannot be read)."""
+    sizes: dict[str, float] = {}
+    subjects = bus.subjects
+    for label, stream in (
+        ("work", subjects.work_stream),
+        ("events", subjects.events_stream),
+        ("dlq", subjects.dlq_stream),
+    ):
+        try:
+            info = await bus.js.stream_info(stream)
+        except (nats.errors.Error, TimeoutError):
+            sizes[f"msgs_{label}"] = sizes[f"mb_{label}"] = -1
+            continue
+        sizes[f"msgs_{label}"] = int(info.state.messages)
+        sizes[f"mb_{label}"] = round(info.state.bytes / 2**20, 2)
+    return sizes
