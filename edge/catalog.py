@@ -18,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import msgspec
@@ -39,6 +39,8 @@ PROGRESS_FIELD = "progress_subject"
 MAX_REPLIES = 10_000
 _info_decoder = msgspec.json.Decoder(InfoResponse)
 _ping_decoder = msgspec.json.Decoder(PingResponse)
+#: who answered ``$SRV.PING.<service>`` (see :meth:`Catalog._ping`)
+PingAnswer = Literal["ours", "none", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ class Catalog:
             alive={svc for svc, said in answers.items() if said == "ours"},
         )
 
-    async def _ping(self, service: str) -> str:
+    async def _ping(self, service: str) -> PingAnswer:
         """Who answers ``$SRV.PING.<service>``: ``"ours"`` (an instance of this install),
         ``"none"`` (nothing listens: NATS's no-responders), or ``"unknown"`` (no reply in time,
         a disconnected bus, or the first reply from another install)."""
