@@ -14,12 +14,15 @@ those 10 s. At the end, under ``--out`` (``bench/out/``): ``soak.csv``, ``latenc
 :mod:`bench.soak_report` (memory growth over the last 20 minutes < 5 %, p95 flat within 20 %,
 error rate < 0.1 %). The baseline is the run itself: its judged window against its own start.
 
-Every store is a new note, so the memory agent holds more data as the run goes on: measured
-on the embedded tiers (2026-12-03), a new item costs its process about 8 KiB of RSS, the same
-item stored again nothing, and a search of a new query about 2.4 KiB until L1 reaches
-``SOPHIA_L1_MAX_ITEMS`` (10,000 entries; 0.4 KiB with it set to 300), a repeated one nothing.
+Every store is a new note. Past ``--keep-notes`` (600, ten minutes of stores) each store is
+followed by a delete of the oldest note, so through the judged window the memory agent holds
+a steady amount of data and its RSS growth measures what it keeps, not what it was given.
+``--keep-notes 0`` keeps every note: measured on the embedded tiers (2026-12-03), a new note
+then costs the memory process about 12 KiB of RSS (Qdrant Edge, SQLite), the same note stored
+again nothing; a search of a new query costs about 1.9 KiB in L1 until it expires
+(``SOPHIA_L1_TTL_S``, 600 s) or L1 reaches ``SOPHIA_L1_MAX_ITEMS``.
 
-    python bench/soak.py [--minutes 30] [--out bench/out]
+    python bench/soak.py [--minutes 30] [--out bench/out] [--keep-notes 600]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import anyio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.soak_load import OPERATIONS, Load, Recorder  # noqa: E402
+from bench.soak_load import KEEP_NOTES, OPERATIONS, Load, Recorder  # noqa: E402
 from bench.soak_report import (  # noqa: E402
     percentile,
     plot,
@@ -119,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     async with running_stack(args.out) as stack:
         recorder = Recorder()
-        load = Load(stack, recorder)
+        load = Load(stack, recorder, keep_notes=args.keep_notes)
         until = args.minutes * 60
         sampler = Sampler(stack, recorder, load)
         async with anyio.create_task_group() as tg:
@@ -134,6 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     summary["crashed"] = sampler.crashed
     summary["cpus"] = os.cpu_count()
     summary["rates_per_s"] = OPERATIONS
+    summary["keep_notes"] = args.keep_notes
     summary["outputs"] = {
         name: str(args.out / name)
         for name in ("soak.csv", "latencies.csv", "soak.png", "soak.json", "logs")
@@ -149,6 +153,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the load")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="output folder")
+    parser.add_argument(
+        "--keep-notes",
+        type=int,
+        default=KEEP_NOTES,
+        help="notes held: past this many, each store is followed by a delete of the oldest "
+        "(0: keep every note, and the memory grows with them)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     summary = anyio.run(run, args, backend="asyncio", backend_options=backend_options())

@@ -3,6 +3,11 @@
 Operations (``OPERATIONS``, calls per second):
 
 - ``memory_store``: ``sophia.memory.store`` of a new note (unique text, so never deduplicated);
+- ``memory_forget``: ``sophia.memory.delete`` of the oldest note once more than ``keep_notes``
+  are held (600 by default: ten minutes of stores, so from the judged window on the memory holds
+  a steady amount of data and its RSS growth is what the process keeps, not what it was given);
+  ``keep_notes=0`` keeps every note, and the memory grows with them (about 12 KiB each in the
+  embedded tiers, measured 2026-12-03);
 - ``memory_search``: ``sophia.memory.search`` (hybrid) over those notes;
 - ``mcp_search``: the ``memory_search`` tool through the edge over streamable HTTP, from the
   ``mcp`` SDK's own client, on one session held for the whole run;
@@ -12,7 +17,8 @@ Operations (``OPERATIONS``, calls per second):
   ``tasks.submit`` until ``tasks.wait`` returns it ``done``.
 
 A call that raises, times out (``OP_TIMEOUT_S``; a task ``TASK_TIMEOUT_S``) or ends in
-anything but success counts as an error of its operation. Pacing is closed-loop: the next
+anything but success counts as an error of its operation; one with nothing to do (``None``: no
+note to forget yet) counts as nothing. Pacing is closed-loop: the next
 call of an operation starts at its next slot, or at once when the last call overran it (no
 catch-up bursts).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,12 +47,14 @@ from bus.schemas import tasks as t
 #: operation -> calls per second
 OPERATIONS: dict[str, float] = {
     "memory_store": 1.0,
+    "memory_forget": 1.0,
     "memory_search": 2.0,
     "mcp_search": 2.0,
     "work_item": 10.0,
     "task": 1 / 30,
 }
 OP_TIMEOUT_S = 30.0
+KEEP_NOTES = 600
 TASK_TIMEOUT_S = 240.0
 WORK_LOST_S = 60.0  # a work item not done this long after its publish counts as an error
 NAMESPACE = "soak"
@@ -84,11 +93,12 @@ async def paced(
     op: str,
     per_s: float,
     until: float,
-    call: Callable[[int], Awaitable[bool]],
+    call: Callable[[int], Awaitable[bool | None]],
     timeout_s: float = OP_TIMEOUT_S,
 ) -> None:
     """``call(n)`` every ``1 / per_s`` seconds until ``until`` (recorder time); a call that
-    returns False, raises or overruns ``timeout_s`` is an error."""
+    returns False, raises or overruns ``timeout_s`` is an error, one that returns None had
+    nothing to do."""
     period = 1.0 / per_s
     due = recorder.now()
     n = 0
@@ -104,7 +114,7 @@ async def paced(
         else:
             if succeeded:
                 recorder.ok(op, time.perf_counter() - started)
-            else:
+            elif succeeded is not None:
                 recorder.failed(op, "unsuccessful reply")
         due = max(due + period, recorder.now())
 
@@ -148,8 +158,12 @@ async def mcp_session(stack: Stack) -> AsyncIterator[ClientSession]:
 class Load:
     """The operations of the module docstring against one stack."""
 
-    def __init__(self, stack: Stack, recorder: Recorder, rng_seed: int = 14) -> None:
+    def __init__(
+        self, stack: Stack, recorder: Recorder, keep_notes: int = KEEP_NOTES, rng_seed: int = 14
+    ) -> None:
         self.stack = stack
+        self.keep_notes = keep_notes
+        self.held: deque[str] = deque()  # the stored notes' ids, oldest first
         self.bus = stack.bus
         self.recorder = recorder
         self.rng = random.Random(rng_seed)
@@ -159,7 +173,15 @@ class Load:
         text = f"soak note {n}: the {phrase(self.rng, 12)} decision, recorded for later"
         req = m.StoreRequest(text=text, namespace=NAMESPACE, kind="decision")
         result = await self.bus.request("memory", "store", req, m.StoreResult)
+        if result.id not in self.held:  # a note the memory took for one it has is held once
+            self.held.append(result.id)
         return bool(result.id)
+
+    async def forget(self, n: int) -> bool | None:
+        if not self.keep_notes or len(self.held) <= self.keep_notes:
+            return None
+        req = m.DeleteRequest(id=self.held.popleft())
+        return (await self.bus.request("memory", "delete", req, m.DeleteResult)).deleted
 
     async def search(self, n: int) -> bool:
         req = m.SearchRequest(query=phrase(self.rng, 3), namespace=NAMESPACE, k=5)
@@ -204,6 +226,14 @@ class Load:
                 rates = OPERATIONS
                 tg.start_soon(
                     paced, self.recorder, "memory_store", rates["memory_store"], until, self.store
+                )
+                tg.start_soon(
+                    paced,
+                    self.recorder,
+                    "memory_forget",
+                    rates["memory_forget"],
+                    until,
+                    self.forget,
                 )
                 tg.start_soon(
                     paced,
