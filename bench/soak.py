@@ -7,7 +7,8 @@ work agent (:mod:`bench.soak_worker`), and a scripted OpenAI-compatible model. T
 (:mod:`bench.soak_load`): memory stores and searches on the bus, ``memory_search`` through the
 edge from the ``mcp`` SDK's client, durable work items, and a coding task every 30 s.
 
-Every 10 s one CSV row: the load average; each process's RSS and open files (/proc); each work
+Every 10 s one CSV row: the load average; each process's RSS, open files and CPU, and the
+machine's busy and stolen CPU (/proc); each work
 consumer's lag (``num_pending + num_ack_pending``); each operation's calls, errors and p95 over
 those 10 s. At the end, under ``--out`` (``bench/out/``): ``soak.csv``, ``latencies.csv``
 (every call), ``soak.png``, ``soak.json``, and on stdout the summary with the verdicts of
@@ -48,7 +49,13 @@ from bench.soak_report import (  # noqa: E402
     write_csv,
     write_latencies,
 )
-from bench.soak_sample import consumer_lag, open_files, rss_mb, stream_sizes  # noqa: E402
+from bench.soak_sample import (  # noqa: E402
+    CpuMeter,
+    consumer_lag,
+    open_files,
+    rss_mb,
+    stream_sizes,
+)
 from bench.soak_stack import Stack, running_stack  # noqa: E402
 from bus.runner import backend_options  # noqa: E402
 
@@ -67,6 +74,7 @@ class Sampler:
         self._seen_latencies = 0
         self._seen_errors = 0
         self.crashed: dict[str, int] = {}
+        self.cpu = CpuMeter(stack.pids)
 
     async def row(self) -> dict[str, Any]:
         self.load.work.sweep()
@@ -80,6 +88,7 @@ class Sampler:
         row["rss_mb_total"] = round(sum(row[f"rss_mb_{n}"] for n in pids), 1)
         for name, pid in pids.items():
             row[f"fds_{name}"] = open_files(pid)
+        row |= self.cpu.sample()
         lag = await consumer_lag(self.stack.bus, WORK_CONSUMERS)
         for name, value in lag.items():
             row[f"lag_{name}"] = value

@@ -82,13 +82,28 @@ def flatness(recorder: Recorder, op: str, start: float, end: float) -> dict[str,
     }
 
 
-def quarter_loads(rows: list[dict[str, Any]], start: float, end: float) -> list[float]:
-    """Median load average of the judged window's first and last quarter (the machine is
-    shared: a p95 that moves with it moved with the load, not with the run's age)."""
+def quarter_medians(
+    rows: list[dict[str, Any]], column: str, start: float, end: float
+) -> list[float]:
+    """Median of ``column`` in the judged window's first and last quarter (the machine is
+    shared: a p95 that moves with the load or the stolen CPU moved with them, not with the
+    run's age)."""
     quarter = (end - start) / 4
-    head = [r["load_1m"] for r in rows if start <= r["t_s"] < start + quarter]
-    tail = [r["load_1m"] for r in rows if end - quarter <= r["t_s"] <= end]
+    head = [r[column] for r in rows if column in r and start <= r["t_s"] < start + quarter]
+    tail = [r[column] for r in rows if column in r and end - quarter <= r["t_s"] <= end]
     return [statistics.median(head) if head else 0.0, statistics.median(tail) if tail else 0.0]
+
+
+def per_window_p95(
+    recorder: Recorder, op: str, start: float, end: float, window_s: float
+) -> list[float]:
+    """The p95 of ``op`` in each ``window_s`` of the judged window, in ms: whether a change
+    between the quarters is a trend or a swing."""
+    windows: dict[int, list[float]] = {}
+    for at, o, lat in recorder.latencies:
+        if o == op and start <= at <= end:
+            windows.setdefault(int((at - start) // window_s), []).append(lat)
+    return [round(percentile(windows[k], 0.95) * 1000, 1) for k in sorted(windows)]
 
 
 def write_latencies(recorder: Recorder, path: Path) -> None:
@@ -147,7 +162,12 @@ def summarize(
         },
         "consumer_lag_last": rows[-1]["lag_total"],
         "p95": flat,
-        "load_avg_1m_first_last_quarter": quarter_loads(rows, start, end),
+        "load_avg_1m_first_last_quarter": quarter_medians(rows, "load_1m", start, end),
+        "cpu_busy_pct_first_last_quarter": quarter_medians(rows, "cpu_busy_pct", start, end),
+        "cpu_steal_pct_first_last_quarter": quarter_medians(rows, "cpu_steal_pct", start, end),
+        "p95_ms_per_150_s": {
+            op: per_window_p95(recorder, op, start, end, 150.0) for op in operations
+        },
         "calls": calls,
         "errors": errors,
         "error_rate": round(error_rate, 6),

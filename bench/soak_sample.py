@@ -1,10 +1,13 @@
-"""What the soak samples every 10 s from outside the processes: resident memory and open files
-(Linux /proc), the work stream's consumer lag (JetStream consumer info) and what the streams
+"""What the soak samples every 10 s from outside the processes: resident memory, open files and
+CPU time (Linux /proc; the machine's CPU time too, with what the hypervisor took: on a shared
+machine a latency that moves with the steal moved with the neighbours), the work stream's
+consumer lag (JetStream consumer info) and what the streams
 hold (JetStream stream info: nats-server's memory follows the messages it keeps)."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import nats.errors
@@ -21,6 +24,56 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def process_cpu_ticks(pid: int) -> int:
+    """User and system CPU time of ``pid`` in clock ticks (``/proc/PID/stat``); 0 when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    after_name = text.rsplit(")", 1)[1].split()  # from field 3, the state
+    return int(after_name[11]) + int(after_name[12])  # fields 14 and 15: utime, stime
+
+
+def machine_cpu_ticks() -> tuple[int, int, int]:
+    """(busy, stolen, total) clock ticks of the whole machine since boot (``/proc/stat``)."""
+    first_line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in first_line.split()[1:9]
+    )
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
+
+
+class CpuMeter:
+    """CPU use between two samples: each process's in percent of one core, the machine's busy
+    and stolen time in percent of all of it."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.tick_s = 1 / os.sysconf("SC_CLK_TCK")
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, dict[str, int], tuple[int, int, int]]:
+        ticks = {name: process_cpu_ticks(pid) for name, pid in self.pids.items()}
+        return time.monotonic(), ticks, machine_cpu_ticks()
+
+    def sample(self) -> dict[str, float]:
+        (then, before, machine_before), now = self._last, self._read()
+        self._last = now
+        at, after, machine_after = now
+        elapsed = max(at - then, 1e-9)
+        row = {
+            f"cpu_pct_{name}": round(
+                (after[name] - before.get(name, 0)) * self.tick_s / elapsed * 100, 1
+            )
+            for name in after
+        }
+        busy, stolen, total = (b - a for a, b in zip(machine_before, machine_after, strict=True))
+        row["cpu_busy_pct"] = round(busy / total * 100, 1) if total else 0.0
+        row["cpu_steal_pct"] = round(stolen / total * 100, 1) if total else 0.0
+        return row
 
 
 def open_files(pid: int) -> int:
