@@ -83,9 +83,11 @@ class Sampler:
             "load_1m": round(os.getloadavg()[0], 2),
         }
         pids = self.stack.pids
-        for name, pid in pids.items():
-            row[f"rss_mb_{name}"] = round(rss_mb(pid), 1)
-        row["rss_mb_total"] = round(sum(row[f"rss_mb_{n}"] for n in pids), 1)
+        resident = {name: rss_mb(pid) for name, pid in pids.items()}
+        for part in ("rss", "anon", "file"):
+            for name in pids:
+                row[f"{part}_mb_{name}"] = round(resident[name][part], 1)
+            row[f"{part}_mb_total"] = round(sum(row[f"{part}_mb_{n}"] for n in pids), 1)
         for name, pid in pids.items():
             row[f"fds_{name}"] = open_files(pid)
         row |= self.cpu.sample()

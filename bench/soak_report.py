@@ -6,7 +6,9 @@ is left out:
 
 - ``memory_growth_pct``: the summed RSS of every process of the stack (agents, edge,
   nats-server), median of the window's first minute against median of its last minute; < 5 %.
-  Each process's own growth is listed too.
+  Each process's own growth is listed too, and, beside the verdict (which stays on the whole
+  RSS), its two parts: ``anon_growth_pct`` (anonymous memory: the heaps, where a leak shows)
+  and ``file_mb_judged_first_last`` (pages of mapped files, which the kernel can reclaim).
 - ``p95_flat``: for each operation, the p95 of all its latencies in the window's first quarter
   (5 minutes) against the p95 in its last quarter; flat when the larger over the smaller is at
   most 1.2 (within 20 %). The max/min of the per-minute p95 in the window is listed as well
@@ -147,6 +149,13 @@ def summarize(
         "rss_mb_total": {"first": rows[0]["rss_mb_total"], "last": rows[-1]["rss_mb_total"]},
         "memory_growth_pct_per_process": {
             p: growth(rows, f"rss_mb_{p}", start, end) for p in processes
+        },
+        "anon_growth_pct": growth(rows, "anon_mb_total", start, end),
+        "anon_growth_pct_per_process": {
+            p: growth(rows, f"anon_mb_{p}", start, end) for p in processes
+        },
+        "file_mb_judged_first_last": {
+            p: [judged[0][f"file_mb_{p}"], judged[-1][f"file_mb_{p}"]] for p in processes
         },
         "streams_judged_first_last": {
             key: [judged[0][key], judged[-1][key]]

@@ -15,15 +15,21 @@ import nats.errors
 from bus.client import Bus
 
 
-def rss_mb(pid: int) -> float:
-    """Resident set size of ``pid`` in MiB (``VmRSS``); 0.0 when it is gone."""
+def rss_mb(pid: int) -> dict[str, float]:
+    """Resident memory of ``pid`` in MiB (``/proc/PID/status``), zeros when it is gone:
+    ``rss`` (``VmRSS``), and its parts ``anon`` (``RssAnon``: the heap, what a leak grows)
+    and ``file`` (``RssFile``: pages of mapped files, such as Qdrant Edge's segments and
+    write-ahead log, which the kernel can drop and read again)."""
+    fields = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file"}
+    sizes = dict.fromkeys(fields.values(), 0.0)
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            name = line.split(maxsplit=1)[0] if line else ""
+            if name in fields:
+                sizes[fields[name]] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return sizes
 
 
 def process_cpu_ticks(pid: int) -> int:
