@@ -14,6 +14,10 @@ import qdrant_edge as qe
 from memory.tiers.base import Query, VectorPoint
 
 _KEYWORD_FIELDS = ("ns", "kind", "path", "dirs", "language", "tags", "model")
+#: writes between two flushes. A flush persists the segments, so the write-ahead log can drop
+#: its closed 32 MiB files; Qdrant Edge flushes on no timer, and without one the log grows
+#: for as long as the process runs (about 4 KiB a write, on disk and in mapped pages).
+FLUSH_EVERY_WRITES = 500
 
 
 def build_filter(query: Query) -> qe.Filter:
@@ -42,7 +46,8 @@ def build_filter(query: Query) -> qe.Filter:
 class EdgeVectorTier:
     """One Edge shard under ``root``; calls run in worker threads, writes one at a time.
 
-    Guarantee: an upsert that returned is in the shard's write-ahead log (survives kill -9).
+    Guarantee: an upsert that returned is in the shard's write-ahead log (survives kill -9);
+    the log holds at most about :data:`FLUSH_EVERY_WRITES` writes beyond its open files.
     """
 
     name = "qdrant-edge"
@@ -53,6 +58,7 @@ class EdgeVectorTier:
         self._search_threads = search_threads
         self._shard: qe.EdgeShard | None = None
         self._writes = anyio.CapacityLimiter(1)
+        self._unflushed = 0  # writes since the last flush; changed only under ``_writes``
 
     @property
     def _s(self) -> qe.EdgeShard:
@@ -93,13 +99,22 @@ class EdgeVectorTier:
             qe.Point(id=p.id, vector=p.vector.astype(np.float32).tolist(), payload=p.payload)
             for p in points
         ]
-        op = qe.UpdateOperation.upsert_points(batch)
-        await anyio.to_thread.run_sync(self._s.update, op, limiter=self._writes)
+        await self._write(qe.UpdateOperation.upsert_points(batch))
 
     async def delete(self, ids: list[str]) -> None:
         if ids:
-            op = qe.UpdateOperation.delete_points(list(ids))
-            await anyio.to_thread.run_sync(self._s.update, op, limiter=self._writes)
+            await self._write(qe.UpdateOperation.delete_points(list(ids)))
+
+    async def _write(self, op: qe.UpdateOperation) -> None:
+        await anyio.to_thread.run_sync(self._apply, op, limiter=self._writes)
+
+    def _apply(self, op: qe.UpdateOperation) -> None:
+        shard = self._s
+        shard.update(op)
+        self._unflushed += 1
+        if self._unflushed >= FLUSH_EVERY_WRITES:
+            shard.flush()
+            self._unflushed = 0
 
     async def search(self, vector: np.ndarray, query: Query, k: int) -> list[tuple[str, float]]:
         request = qe.QueryRequest(
