@@ -12,7 +12,9 @@ The evidence, in the order it is looked for:
   Anthropic, Hugging Face, ...) wherever they sit, URL-encoded or glued to a word, and JWTs;
 - a secret's name: ``NAME=value``, ``name: value``, ``"name": "value"``, ``--name value``,
   ``<name>value</name>`` anywhere in a line, plain or URL-encoded;
-- a place: a URL's password, an ``Authorization`` header, ``curl -u user:pass``.
+- a place: a URL's password, an ``Authorization`` header, ``curl -u user:pass``;
+- the environment: the value of one of this process's secret-named variables, bare, with no
+  name or shape beside it (:mod:`memory.secret_env`).
 
 A value after a secret's name stays when it is plainly not one: a placeholder
 (``your-api-key-here``, ``xxx``, ``<token>``, ``${TOKEN}``), an expression or a variable in
@@ -24,8 +26,9 @@ Identifiers cannot be redacted where they are keys: :func:`find_secret` says wha
 (the engine refuses it), :func:`redact_identifier` redacts a file's path inside an indexed
 repository (the same text :func:`redact` makes of it in metadata).
 
-The passes live in :mod:`memory.secret_shapes` (the shape alone) and
-:mod:`memory.secret_values` (a name, a place, and what counts as a secret value); this module
+The passes live in :mod:`memory.secret_shapes` (the shape alone),
+:mod:`memory.secret_values` (a name, a place, and what counts as a secret value) and
+:mod:`memory.secret_env` (the environment's secret values); this module
 runs them all and rewrites the text.
 
 Speed: every pass reads the original text and records spans; the text is rewritten once.
@@ -39,12 +42,13 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
+from memory.secret_env import environment_pass
 from memory.secret_shapes import SHAPE_PASSES, Pass, Span
 from memory.secret_values import NAME_PASSES, fold, secret_name, secret_value
 
 __all__ = ["find_secret", "redact", "redact_identifier", "redact_value", "secret_name"]
 
-_PASSES: list[Pass] = [*SHAPE_PASSES, *NAME_PASSES]
+_PASSES: list[Pass] = [*SHAPE_PASSES, *NAME_PASSES, environment_pass]
 
 
 class _Found:

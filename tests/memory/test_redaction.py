@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -21,6 +25,7 @@ from bus.schemas import memory as s
 from memory.chunking import chunk_file
 from memory.engine import MemoryEngine
 from memory.redact import find_secret, redact, redact_identifier, redact_value
+from memory.secret_env import refresh_environment
 
 pytestmark = pytest.mark.anyio
 
@@ -347,3 +352,51 @@ async def test_canaries_are_unreadable_from_every_tier_and_log(
 
 async def _l2_payloads(engine: MemoryEngine) -> list[object]:
     return [*await engine.vectors.payloads(), *await engine.cache.vectors.payloads()]
+
+
+@contextmanager
+def planted(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment, read by redaction, then as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    refresh_environment()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+        refresh_environment()
+
+
+def test_redact_replaces_a_bare_secret_of_the_environment() -> None:
+    bare = "q7Vx2LmZp9Rt4Kw8Nc3Bf6Hd"  # no known shape: found only as the environment's
+    with planted("SOPHIA_CANARY_TOKEN", bare):
+        assert redact(f"the server said {bare} and stopped")[0] == (
+            "the server said [REDACTED:environment-secret] and stopped"
+        )
+        assert bare not in redact(f"glued{bare}glued, in a URL: a?k={bare}")[0]
+    assert redact(f"the server said {bare}")[0] == f"the server said {bare}"
+
+
+def test_redact_finds_an_environment_secret_url_encoded() -> None:
+    value = "pk/Zq+8wR2=mN4xT7vY1bC"
+    with planted("PORTKEY_API_KEY", value):
+        assert redact(f"GET /x?key={quote(value, safe='')} 200")[0] == (
+            "GET /x?key=[REDACTED:environment-secret] 200"
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POSTGRES_PASSWORD", "postgres"),  # short: an ordinary word elsewhere
+        ("SOPHIA_HOME", "/home/someone/.sophia-data"),  # not a secret's name
+        ("API_TOKEN", "your-api-token-goes-here"),  # a placeholder
+    ],
+)
+def test_redact_leaves_what_the_environment_holds_that_is_no_secret(name: str, value: str) -> None:
+    text = f"the value {value} in prose"
+    with planted(name, value):
+        assert redact(text)[0] == text
