@@ -18,10 +18,9 @@ error rate < 0.1 %). The baseline is the run itself: its judged window against i
 Every store is a new note. Past ``--keep-notes`` (600, ten minutes of stores) each store is
 followed by a delete of the oldest note, so through the judged window the memory agent holds
 a steady amount of data and its RSS growth measures what it keeps, not what it was given.
-``--keep-notes 0`` keeps every note: measured on the embedded tiers (2026-12-03), a new note
-then costs the memory process about 12 KiB of RSS (Qdrant Edge, SQLite), the same note stored
-again nothing; a search of a new query costs about 1.9 KiB in L1 until it expires
-(``SOPHIA_L1_TTL_S``, 600 s) or L1 reaches ``SOPHIA_L1_MAX_ITEMS``.
+``--keep-notes 0`` keeps every note, and the memory agent's data grows with the run. A search
+of a new query holds about 1.9 KiB in L1 until it expires (``SOPHIA_L1_TTL_S``, 600 s: the
+judged window starts when the first ones do) or L1 reaches ``SOPHIA_L1_MAX_ITEMS``.
 
     python bench/soak.py [--minutes 30] [--out bench/out] [--keep-notes 600]
 """

@@ -6,8 +6,7 @@ Operations (``OPERATIONS``, calls per second):
 - ``memory_forget``: ``sophia.memory.delete`` of the oldest note once more than ``keep_notes``
   are held (600 by default: ten minutes of stores, so from the judged window on the memory holds
   a steady amount of data and its RSS growth is what the process keeps, not what it was given);
-  ``keep_notes=0`` keeps every note, and the memory grows with them (about 12 KiB each in the
-  embedded tiers, measured 2026-12-03);
+  ``keep_notes=0`` keeps every note, and the memory's data grows with them;
 - ``memory_search``: ``sophia.memory.search`` (hybrid) over those notes;
 - ``mcp_search``: the ``memory_search`` tool through the edge over streamable HTTP, from the
   ``mcp`` SDK's own client, on one session held for the whole run;
