@@ -52,7 +52,7 @@ from bench.soak_sample import (  # noqa: E402
     CpuMeter,
     consumer_lag,
     open_files,
-    rss_mb,
+    resident_mb,
     stream_sizes,
 )
 from bench.soak_stack import Stack, running_stack  # noqa: E402
@@ -82,7 +82,7 @@ class Sampler:
             "load_1m": round(os.getloadavg()[0], 2),
         }
         pids = self.stack.pids
-        resident = {name: rss_mb(pid) for name, pid in pids.items()}
+        resident = {name: resident_mb(pid) for name, pid in pids.items()}
         for part in ("rss", "anon", "file"):
             for name in pids:
                 row[f"{part}_mb_{name}"] = round(resident[name][part], 1)

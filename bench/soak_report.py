@@ -69,11 +69,7 @@ def flatness(recorder: Recorder, op: str, start: float, end: float) -> dict[str,
         return out | {"flat": False}
     first, last = percentile(head, 0.95), percentile(tail, 0.95)
     spread = max(first, last) / min(first, last)
-    minutes: dict[int, list[float]] = {}
-    for at, o, lat in recorder.latencies:
-        if o == op and start <= at <= end:
-            minutes.setdefault(int(at // 60), []).append(lat)
-    per_minute = [percentile(v, 0.95) for v in minutes.values()]
+    per_minute = window_p95s(recorder, op, start, end, 60.0)
     return out | {
         "p95_ms_first": round(first * 1000, 2),
         "p95_ms_last": round(last * 1000, 2),
@@ -91,21 +87,21 @@ def quarter_medians(
     shared: a p95 that moves with the load or the stolen CPU moved with them, not with the
     run's age)."""
     quarter = (end - start) / 4
-    head = [r[column] for r in rows if column in r and start <= r["t_s"] < start + quarter]
-    tail = [r[column] for r in rows if column in r and end - quarter <= r["t_s"] <= end]
+    head = [r[column] for r in rows if start <= r["t_s"] < start + quarter]
+    tail = [r[column] for r in rows if end - quarter <= r["t_s"] <= end]
     return [statistics.median(head) if head else 0.0, statistics.median(tail) if tail else 0.0]
 
 
-def per_window_p95(
+def window_p95s(
     recorder: Recorder, op: str, start: float, end: float, window_s: float
 ) -> list[float]:
-    """The p95 of ``op`` in each ``window_s`` of the judged window, in ms: whether a change
-    between the quarters is a trend or a swing."""
+    """The p95 of ``op`` in each ``window_s`` from ``start`` to ``end``, in seconds, in order:
+    whether a change between the quarters is a trend or a swing."""
     windows: dict[int, list[float]] = {}
     for at, o, lat in recorder.latencies:
         if o == op and start <= at <= end:
             windows.setdefault(int((at - start) // window_s), []).append(lat)
-    return [round(percentile(windows[k], 0.95) * 1000, 1) for k in sorted(windows)]
+    return [percentile(windows[k], 0.95) for k in sorted(windows)]
 
 
 def write_latencies(recorder: Recorder, path: Path) -> None:
@@ -175,7 +171,8 @@ def summarize(
         "cpu_busy_pct_first_last_quarter": quarter_medians(rows, "cpu_busy_pct", start, end),
         "cpu_steal_pct_first_last_quarter": quarter_medians(rows, "cpu_steal_pct", start, end),
         "p95_ms_per_150_s": {
-            op: per_window_p95(recorder, op, start, end, 150.0) for op in operations
+            op: [round(p95 * 1000, 1) for p95 in window_p95s(recorder, op, start, end, 150.0)]
+            for op in operations
         },
         "calls": calls,
         "errors": errors,

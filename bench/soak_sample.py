@@ -15,7 +15,7 @@ import nats.errors
 from bus.client import Bus
 
 
-def rss_mb(pid: int) -> dict[str, float]:
+def resident_mb(pid: int) -> dict[str, float]:
     """Resident memory of ``pid`` in MiB (``/proc/PID/status``), zeros when it is gone:
     ``rss`` (``VmRSS``), and its parts ``anon`` (``RssAnon``: the heap, what a leak grows)
     and ``file`` (``RssFile``: pages of mapped files, such as Qdrant Edge's segments and
