@@ -120,6 +120,30 @@ async def test_lru_writes_drop_expired_entries_instead_of_keeping_them_to_the_ca
     assert [await hot.get(f"new-{n}") for n in range(3)] == [b"y"] * 3
 
 
+async def test_lru_drops_expired_entries_behind_a_long_lived_one() -> None:
+    # a cached model answer keeps a day; the searches written after it must still leave on time
+    # (the soak found L1 growing ~250 entries a minute past its TTL behind one such entry)
+    hot = LruHotTier(max_items=1000)
+    await hot.set("cached-answer", b"day", ttl_s=86_400.0)
+    for n in range(20):
+        await hot.set(f"search-{n}", b"x", ttl_s=0.001)
+    await anyio.sleep(0.05)
+    for n in range(3):
+        await hot.set(f"new-{n}", b"y", ttl_s=60.0)
+    assert await hot.count() == 4  # the day-long entry and the 3 new ones
+    assert await hot.get("cached-answer") == b"day"
+
+
+async def test_lru_expiry_records_stay_bounded_when_entries_are_rewritten() -> None:
+    hot = LruHotTier(max_items=10)
+    for n in range(1000):
+        await hot.set(f"key-{n % 3}", b"v", ttl_s=3600.0)  # each rewrite leaves a stale record
+        await hot.set(f"evicted-{n}", b"v", ttl_s=3600.0)  # the cap evicts these
+    assert await hot.count() == 10
+    assert len(hot._expiries) <= 2 * hot.max_items
+    assert [await hot.get(f"key-{n}") for n in range(3)] == [b"v"] * 3  # rewritten: kept
+
+
 async def test_lru_keeps_live_entries_when_it_sweeps() -> None:
     hot = LruHotTier(max_items=1000)
     await hot.set("live", b"a", ttl_s=60.0)
