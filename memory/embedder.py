@@ -199,6 +199,11 @@ def _open_session(path: Path, choice: runtime.RuntimeChoice, threads: int):
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if choice.device == "cpu":
+        # texts come in every length and batch size, and the memory pattern is planned and kept
+        # per input shape: with it on, a CPU process grew without bound under steady load
+        # (bench/soak.py; onnxruntime#11118). Measured here with no loss of speed.
+        options.enable_mem_pattern = False
     session = ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
     device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
     if choice.device == "cuda" and device != "cuda":

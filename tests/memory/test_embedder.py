@@ -31,6 +31,14 @@ def test_embed_puts_similar_meanings_closer(embedder: Embedder) -> None:
     assert float(a @ b) > float(a @ c) + 0.3
 
 
+def test_cpu_session_plans_no_memory_pattern_per_input_shape(embedder: Embedder) -> None:
+    # every text length and batch size is a new input shape; a pattern kept per shape made the
+    # memory agent grow for as long as it ran (bench/soak.py)
+    if embedder.device != "cpu":
+        pytest.skip("the memory pattern stays on where a GPU runs the model")
+    assert embedder._session.get_session_options().enable_mem_pattern is False
+
+
 @pytest.mark.anyio
 async def test_concurrent_callers_share_one_model_run(embedder: Embedder) -> None:
     batching = BatchingEmbedder(embedder, max_batch=32)
