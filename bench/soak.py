@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+async def run_until_signalled(args: argparse.Namespace) -> dict[str, Any] | None:
+    """:func:`run`, cancelled by SIGTERM or SIGINT so that the stack it started is stopped
+    (its processes SIGTERM'd and waited for, nats-server stopped); ``None`` when signalled."""
+    summary: dict[str, Any] | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancel_on_signal, tg.cancel_scope)
+        summary = await run(args)
+        tg.cancel_scope.cancel()
+    return summary
+
+
+async def cancel_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            print(f"soak: {signal.Signals(signum).name}, stopping the stack", file=sys.stderr)
+            scope.cancel()
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the load")
@@ -172,7 +192,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    summary = anyio.run(run, args, backend="asyncio", backend_options=backend_options())
+    summary = anyio.run(
+        run_until_signalled, args, backend="asyncio", backend_options=backend_options()
+    )
+    if summary is None:
+        sys.exit(128 + signal.SIGTERM)
     print(json.dumps(summary))
 
 

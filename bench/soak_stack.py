@@ -160,7 +160,8 @@ async def running_stack(out: Path) -> AsyncIterator[Stack]:
                     stack.pids["nats_server"] = server.process.pid
                 yield stack
     finally:
-        await anyio.to_thread.run_sync(stop_all, procs)
+        with anyio.CancelScope(shield=True):  # a SIGTERM'd run still stops what it started
+            await anyio.to_thread.run_sync(stop_all, procs)
         server.stop()
 
 
@@ -190,5 +191,6 @@ async def connected_stack(
         await wait_ready(bus, stack)
         yield stack
     finally:
-        await anyio.to_thread.run_sync(stop_all, procs)
-        await nc.close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(stop_all, procs)
+            await nc.close()
