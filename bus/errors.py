@@ -33,9 +33,26 @@ carries secrets, internals, stack traces or the caller's own input (which may be
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 MAX_DESCRIPTION = 200  # characters: an error text names the problem, it does not quote it
+
+E = TypeVar("E", bound=BaseException)
+
+
+def first_of(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` when it is a ``kind``, else the first one inside an exception group, however
+    deep (a task group wraps what its tasks raise); None when there is none."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_of(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def safe_text(text: str) -> str:

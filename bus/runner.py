@@ -24,7 +24,7 @@ import anyio
 from bus import logs
 from bus.agent import Agent
 from bus.config import Settings, load
-from bus.errors import ConfigError, SophiaError
+from bus.errors import ConfigError, SophiaError, first_of
 
 T = TypeVar("T")
 
@@ -80,11 +80,14 @@ def run_process(name: str, main: Callable[..., Awaitable[object]], *args: Any) -
     clean stop, 2 for a configuration error, 1 for another error, 130 on Ctrl-C."""
     try:
         anyio.run(main, *args, backend="asyncio", backend_options=backend_options())
-    except SophiaError as exc:
-        print(f"sophia {name}: {exc.description}", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BaseException as exc:
+        error = first_of(exc, SophiaError)
+        if error is None:
+            raise
+        print(f"sophia {name}: {error.description}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
     sys.exit(0)
 
 

@@ -22,6 +22,7 @@ from nats.js.api import (
 )
 
 from bus.config import Settings
+from bus.errors import UnavailableError
 from bus.subjects import Subjects
 
 log = logging.getLogger("sophia.bus")
@@ -80,8 +81,24 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     await js.update_stream(config)
 
 
+def jetstream_missing(url: str) -> UnavailableError:
+    """The error for a NATS server at ``url`` (shown as given: pass it redacted) whose
+    JetStream does not answer: started without ``-js``, or still electing its leader."""
+    return UnavailableError(f"JetStream does not answer at {url}; is it enabled (-js)?")
+
+
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
-    """Create or update the streams and KV buckets of ``settings.prefix``."""
+    """Create or update the streams and KV buckets of ``settings.prefix``.
+
+    Raises UnavailableError naming the server when its JetStream does not answer.
+    """
+    try:
+        await _ensure_all(js, settings)
+    except nats.js.errors.ServiceUnavailableError as exc:
+        raise jetstream_missing(settings.safe_nats_url) from exc
+
+
+async def _ensure_all(js: JetStreamContext, settings: Settings) -> None:
     subjects = Subjects(settings.prefix)
     for config in stream_configs(subjects, settings.stream_replicas):
         await _ensure_stream(js, config)

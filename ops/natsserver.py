@@ -52,13 +52,15 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 
 @dataclass
 class NatsServer:
-    """One nats-server process with JetStream storing under ``store_dir``."""
+    """One nats-server process with JetStream storing under ``store_dir`` (``jetstream``
+    False: a bare server, as a misconfigured deployment would run)."""
 
     store_dir: Path
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     log_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    jetstream: bool = True
 
     @property
     def url(self) -> str:
@@ -66,7 +68,9 @@ class NatsServer:
 
     def command(self) -> list[str]:
         cmd = [str(find_nats_server()), "-a", self.host, "-p", str(self.port)]
-        cmd += ["-js", "-sd", str(self.store_dir), "-n", f"sophia-{self.port}"]
+        if self.jetstream:
+            cmd += ["-js", "-sd", str(self.store_dir)]
+        cmd += ["-n", f"sophia-{self.port}"]
         if self.log_file is not None:
             cmd += ["-l", str(self.log_file)]
         return cmd

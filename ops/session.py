@@ -22,6 +22,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
+from bus import topology
 from bus.client import Bus
 from bus.config import Settings, redact_url
 from bus.connection import credentials
@@ -34,6 +35,7 @@ from bus.errors import (
     UnauthorizedError,
     UnavailableError,
     error_from_code,
+    first_of,
 )
 from bus.micro import PingResponse
 from bus.subjects import srv
@@ -68,7 +70,7 @@ async def open_bus(
     try:
         yield Bus(nc, settings)
     except Exception as exc:
-        failure = nats_error_in(exc)
+        failure = first_of(exc, nats.errors.Error)
         if failure is None:
             raise
         raise nats_failure(failure, url) from exc
@@ -117,18 +119,6 @@ def _refused_credentials(exc: BaseException) -> bool:
     )
 
 
-def nats_error_in(exc: BaseException) -> nats.errors.Error | None:
-    """``exc`` when it is a nats-py error, else the first one inside an exception group."""
-    if isinstance(exc, nats.errors.Error):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = nats_error_in(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def nats_failure(exc: nats.errors.Error, url: str) -> SophiaError:
     """The SophiaError a nats-py error met while talking to NATS at ``url`` stands for.
 
@@ -136,7 +126,7 @@ def nats_failure(exc: nats.errors.Error, url: str) -> SophiaError:
     status (404 not found, 400 bad request…) and the server's reason.
     """
     if isinstance(exc, nats.js.errors.ServiceUnavailableError):
-        return UnavailableError(f"JetStream does not answer at {url}; is it enabled (-js)?")
+        return topology.jetstream_missing(url)
     if isinstance(exc, nats.js.errors.APIError):
         code = exc.code if exc.code and 400 <= exc.code < 600 else 500
         reason = exc.description or "no reason given"
